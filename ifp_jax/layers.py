@@ -1,0 +1,177 @@
+"""Llama building blocks: RMSNorm, rotary embeddings, GQA attention with a KV cache, masked SwiGLU.
+
+Parameter names follow HF (`q_proj`, `gate_proj`, `input_layernorm`, ...) so weight I/O is a
+rename + transpose. Every parameter carries logical axis names; `ifp_jax.sharding` maps them to
+mesh axes. `MaskedSwiGLU` is the one place where FFN masks touch the model.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ifp_jax.model_config import LlamaConfig, to_dtype
+
+Array = jax.Array
+
+constrain = nn.with_logical_constraint
+
+
+def _init(cfg: LlamaConfig, axes: tuple[str, ...]):
+  return nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), axes)
+
+
+class RMSNorm(nn.Module):
+  """HF LlamaRMSNorm: normalise in f32, scale by `weight` ('norm',), cast back."""
+
+  eps: float
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    weight = self.param("weight", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+                        (x.shape[-1],), self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (weight.astype(self.dtype) * x32.astype(self.dtype))
+
+
+def rope_inv_freq(cfg: LlamaConfig) -> Array:
+  """Inverse frequencies [head_dim/2], with HF's Llama-3 `rope_scaling` when configured."""
+  hd = cfg.resolved_head_dim
+  inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, hd, 2, dtype=jnp.float32) / hd))
+  rs = cfg.rope_scaling
+  if not rs or rs.get("rope_type", rs.get("type")) == "default":
+    return inv_freq
+  factor = rs["factor"]
+  low, high = rs["low_freq_factor"], rs["high_freq_factor"]
+  old_ctx = rs["original_max_position_embeddings"]
+  low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
+  wavelen = 2 * math.pi / inv_freq
+  scaled = jnp.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+  smooth = (old_ctx / wavelen - low) / (high - low)
+  smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+  medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+  return jnp.where(medium, smoothed, scaled)
+
+
+def rope_cos_sin(cfg: LlamaConfig, positions: Array) -> tuple[Array, Array]:
+  """cos, sin [B, T, head_dim] for integer positions [B, T] (HF half-split layout)."""
+  freqs = positions.astype(jnp.float32)[..., None] * rope_inv_freq(cfg)
+  emb = jnp.concatenate([freqs, freqs], axis=-1)
+  return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
+  """x [B, T, N, hd]; HF `rotate_half` convention, computed in f32."""
+  x32 = x.astype(jnp.float32)
+  half = x.shape[-1] // 2
+  rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
+  out = x32 * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+  return out.astype(x.dtype)
+
+
+class Attention(nn.Module):
+  """Causal grouped-query attention; optional KV cache slice for this layer.
+
+  x [B, T, D]; cos/sin [B, T, hd]; `allowed` [B, T, S] bool (which key slots each query sees);
+  cache (k, v) [B, S, KV, hd] with the new keys written at `cache_index`.
+  """
+
+  cfg: LlamaConfig
+
+  @nn.compact
+  def __call__(self, x, cos, sin, allowed, cache=None, cache_index=None):
+    cfg = self.cfg
+    dtype, pdtype = to_dtype(cfg.dtype), to_dtype(cfg.param_dtype)
+    h, kv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.resolved_head_dim
+
+    def proj(name, n, axes):
+      return nn.DenseGeneral((n, hd), use_bias=False, dtype=dtype, param_dtype=pdtype,
+                             kernel_init=_init(cfg, axes), name=name)(x)
+
+    q = proj("q_proj", h, ("embed", "heads", "head_dim"))
+    k = proj("k_proj", kv, ("embed", "kv_heads", "head_dim"))
+    v = proj("v_proj", kv, ("embed", "kv_heads", "head_dim"))
+    q = constrain(apply_rope(q, cos, sin), ("act_batch", "act_len", "act_heads", None))
+    k = constrain(apply_rope(k, cos, sin), ("act_batch", "act_len", "act_kv_heads", None))
+    v = constrain(v, ("act_batch", "act_len", "act_kv_heads", None))
+
+    new_cache = None
+    if cache is not None:
+      ck, cv = cache
+      k = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), cache_index, axis=1)
+      v = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), cache_index, axis=1)
+      new_cache = (k, v)
+
+    b, t = q.shape[:2]
+    q = q.reshape(b, t, kv, h // kv, hd)  # group query heads by the KV head they share
+    logits = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(dtype)).astype(jnp.float32)
+    logits = logits / math.sqrt(hd)
+    logits = jnp.where(allowed[:, None, None], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(dtype)).reshape(b, t, h, hd)
+    out = constrain(out, ("act_batch", "act_len", "act_heads", None))
+    out = nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), use_bias=False, dtype=dtype,
+                          param_dtype=pdtype, kernel_init=_init(cfg, ("heads", "head_dim", "embed")),
+                          name="o_proj")(out)
+    return out, new_cache
+
+
+class MaskedSwiGLU(nn.Module):
+  """y = (silu(x W_gate) * (x W_up) * mask) W_down.
+
+  x [B, T, D]; mask None or broadcastable to [B, T, F] (per sequence [B, 1, F] or per token).
+  Masking unit i == deleting column i of W_gate/W_up and row i of W_down, which is what
+  `ifp_jax.gather` does for inference.
+  """
+
+  cfg: LlamaConfig
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array | None = None) -> Array:
+    cfg = self.cfg
+    dtype, pdtype = to_dtype(cfg.dtype), to_dtype(cfg.param_dtype)
+    f = cfg.intermediate_size
+
+    def dense(name, n, axes):
+      return nn.Dense(n, use_bias=False, dtype=dtype, param_dtype=pdtype,
+                      kernel_init=_init(cfg, axes), name=name)
+
+    gate = dense("gate_proj", f, ("embed", "mlp"))(x)
+    up = dense("up_proj", f, ("embed", "mlp"))(x)
+    h = nn.silu(gate) * up
+    if mask is not None:
+      if mask.shape[-1] != f:
+        raise ValueError(f"FFN mask has {mask.shape[-1]} units (shape {mask.shape}); "
+                         f"the layer has intermediate_size={f}")
+      h = h * mask.astype(h.dtype)
+    h = constrain(h, ("act_batch", "act_len", "act_mlp"))
+    return dense("down_proj", cfg.hidden_size, ("mlp", "embed"))(h)
+
+
+class DecoderLayer(nn.Module):
+  """Pre-norm Llama block. Scanned over layers: (x, per-layer inputs) -> (x, new cache)."""
+
+  cfg: LlamaConfig
+
+  @nn.compact
+  def __call__(self, x, layer_in, cos, sin, allowed, cache_index, mask_index):
+    """layer_in = (mask [B, C, F] or None, (k, v) cache or None); mask_index [B, T] picks the
+    chunk mask each token uses (None when C == 1)."""
+    cfg = self.cfg
+    dtype, pdtype = to_dtype(cfg.dtype), to_dtype(cfg.param_dtype)
+    mask, cache = layer_in
+    if mask is not None and mask_index is not None:
+      mask = jnp.take_along_axis(mask, mask_index[:, :, None].astype(jnp.int32), axis=1)
+    norm = lambda name: RMSNorm(cfg.rms_norm_eps, dtype, pdtype, name=name)  # noqa: E731
+    attn_out, new_cache = Attention(cfg, name="self_attn")(
+        norm("input_layernorm")(x), cos, sin, allowed, cache, cache_index)
+    x = x + attn_out
+    x = x + MaskedSwiGLU(cfg, name="mlp")(norm("post_attention_layernorm")(x), mask)
+    x = constrain(x, ("act_batch", "act_len", "act_embed"))
+    return x, new_cache
