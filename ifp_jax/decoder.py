@@ -115,7 +115,7 @@ class Decoder(nn.Module):
     stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                     in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast,
                              nn.broadcast),
-                    length=cfg.num_hidden_layers,
+                    length=cfg.num_hidden_layers, unroll=cfg.scan_unroll,
                     metadata_params={nn.PARTITION_NAME: "layers"})
     x, new_layer_cache = stack(cfg, name="layers")(
         x, (layer_masks, layer_cache), cos, sin, allowed, start, mask_index)

@@ -75,6 +75,26 @@ def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
   return out.astype(x.dtype)
 
 
+class Proj(nn.Module):
+  """Linear map contracting the last `in_dims` axes of x into `features` (kernel in+features).
+
+  (Replaces nn.DenseGeneral, whose flat-kernel init clashes with multi-axis logical names.)
+  """
+
+  features: tuple[int, ...]
+  axes: tuple[str, ...]  # logical names of the kernel's axes
+  cfg: LlamaConfig
+  in_dims: int = 1
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    shape = x.shape[x.ndim - self.in_dims:] + tuple(self.features)
+    kernel = self.param("kernel", _init(self.cfg, self.axes), shape,
+                        to_dtype(self.cfg.param_dtype))
+    dtype = to_dtype(self.cfg.dtype)
+    return jnp.tensordot(x.astype(dtype), kernel.astype(dtype), axes=self.in_dims)
+
+
 class Attention(nn.Module):
   """Causal grouped-query attention; optional KV cache slice for this layer.
 
@@ -91,8 +111,7 @@ class Attention(nn.Module):
     h, kv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.resolved_head_dim
 
     def proj(name, n, axes):
-      return nn.DenseGeneral((n, hd), use_bias=False, dtype=dtype, param_dtype=pdtype,
-                             kernel_init=_init(cfg, axes), name=name)(x)
+      return Proj((n, hd), axes, cfg, name=name)(x)
 
     q = proj("q_proj", h, ("embed", "heads", "head_dim"))
     k = proj("k_proj", kv, ("embed", "kv_heads", "head_dim"))
@@ -116,9 +135,8 @@ class Attention(nn.Module):
     probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(dtype)).reshape(b, t, h, hd)
     out = constrain(out, ("act_batch", "act_len", "act_heads", None))
-    out = nn.DenseGeneral(cfg.hidden_size, axis=(-2, -1), use_bias=False, dtype=dtype,
-                          param_dtype=pdtype, kernel_init=_init(cfg, ("heads", "head_dim", "embed")),
-                          name="o_proj")(out)
+    out = Proj((cfg.hidden_size,), ("heads", "head_dim", "embed"), cfg, in_dims=2,
+               name="o_proj")(out)
     return out, new_cache
 
 

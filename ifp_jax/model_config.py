@@ -45,6 +45,10 @@ class LlamaConfig:
   param_dtype: str = "float32"
   # Rematerialise each layer in the backward pass: "none" | "full" | "dots" (save matmuls).
   remat: str = "none"
+  # nn.scan unroll factor over layers. XLA:CPU with several (fake) devices can deadlock on
+  # collectives inside a loop (rendezvous keys repeat across iterations): CPU meshes use
+  # scan_unroll = num_hidden_layers (see ifp_jax.sharding.cpu_safe_unroll).
+  scan_unroll: int = 1
 
   def __post_init__(self):
     if self.hidden_size % self.num_attention_heads and self.head_dim is None:
