@@ -15,6 +15,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+log = logging.getLogger(__name__)
+
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
@@ -74,7 +76,7 @@ def _fit_spec(spec: P, shape: tuple[int, ...], mesh, where: str) -> P:
     names = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
     size = math.prod(mesh.shape[a] for a in names)
     if names and dim % size:
-      logging.warning("%s: dim %d is not divisible by mesh axes %s (size %d); replicating it",
+      log.warning("%s: dim %d is not divisible by mesh axes %s (size %d); replicating it",
                       where, dim, names, size)
       out.append(None)
     else:

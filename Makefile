@@ -1,0 +1,15 @@
+# The two commands of the README. Both create/reuse .venv with the pinned versions first.
+VENV ?= .venv
+PY = $(VENV)/bin/python
+WORKDIR ?= runs/tiny
+PYTEST_ARGS ?=
+
+.PHONY: setup train test
+setup:
+	bash launch/setup_env.sh
+
+train: setup
+	$(PY) -m launch.train --config=configs/tiny.py --workdir=$(WORKDIR)
+
+test: setup
+	$(PY) -m pytest tests $(PYTEST_ARGS)

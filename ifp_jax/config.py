@@ -1,0 +1,88 @@
+"""The documented default schema of a training job (ml_collections). Experiment files in
+`configs/` call `default_config()` and override fields; the CLI overrides with --config.x.y=v.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from ifp_jax.data.pipeline import default_data_config
+from ifp_jax.model import IFPConfig
+from ifp_jax.model_config import LlamaConfig, PredictorHeadConfig
+
+
+def llama_fields(**overrides) -> ml_collections.ConfigDict:
+  """LlamaConfig fields as a ConfigDict (rope_scaling comes only from imported checkpoints)."""
+  base = LlamaConfig().to_dict()
+  base.pop("rope_scaling")
+  base.pop("head_dim")
+  base.update(overrides)
+  return ml_collections.ConfigDict(base)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # model init, mask noise (fold_in(seed, step)) and data order
+  c.data = default_data_config()  # tokenizer, sources per stage, chunking (ifp_jax/data)
+
+  c.model = m = ml_collections.ConfigDict()
+  m.init_from = ""  # "" (random init) | "smollm2" (GGUF package) | "hf:PATH" (HF Llama dir)
+  m.llm = llama_fields()  # architecture when init_from == ""; vocab_size 0 -> tokenizer's
+  # Predictor backbone: >0 -> the first N layers of the LLM (architecture and weights);
+  # 0 -> `model.predictor` architecture, randomly initialised.
+  m.predictor_init_layers = 0
+  m.predictor = llama_fields(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                             num_attention_heads=2, num_key_value_heads=1)
+  m.head_hidden = 128  # predictor head d_pred -> head_hidden -> L * d_ff (paper: 128)
+  m.head_activation = "gelu"  # gelu | relu | silu | tanh | identity
+  m.head_out_init_std = 0.02  # std of the head's last layer init
+  m.mask_kind = "soft_topk"  # soft_topk | hard_concrete | static | none
+  m.k = 64  # kept FFN units per layer (same in every layer)
+  m.eps = 0.1  # SoftTopK temperature
+  m.hc_init_log_alpha = 2.0  # HardConcrete / static: initial log-alpha offset
+  m.dtype = "float32"  # compute dtype (bfloat16 on accelerators)
+  m.param_dtype = "float32"  # parameter / master-weight dtype
+  m.remat = "none"  # none | full | dots
+
+  c.mesh = (-1, 1, 1)  # (data, fsdp, tensor); one entry may be -1
+
+  c.train = t = ml_collections.ConfigDict()
+  t.batch_size = 16  # global sequences per step (split evenly over hosts)
+  t.seq_len = 128  # LLM tokens per row (CPT rows are cut into data.num_chunks chunks)
+  t.log_every = 10  # steps between metrics.jsonl / TensorBoard / progress lines
+  t.checkpoint_every = 200  # steps between checkpoints (also at stage ends and on SIGTERM)
+  t.keep_checkpoints = 2  # Orbax max_to_keep
+  t.async_checkpoint = True
+  t.grad_clip = 1.0  # per optimizer group global-norm clip (0 = off)
+  t.weight_decay = 0.0
+  t.adam_b2 = 0.95
+  t.lagrange_lr = 0.05  # gradient-ascent LR of the Lagrange multipliers (HardConcrete kinds)
+  t.target_warmup_frac = 0.2  # HardConcrete target sparsity ramps over this fraction of steps
+  t.freeze = ""  # "" | "llm" | "predictor" | "llm,predictor"
+  t.eval_batches = 4  # held-out batches per stage for the final eval loss (0 = skip)
+
+  for stage in ("cpt", "sft"):
+    s = c[stage] = ml_collections.ConfigDict()
+    s.steps = 100  # optimizer steps in this stage (0 skips it)
+    s.llm_lr = 1e-3  # peak LR of the masked LLM
+    s.predictor_lr = 1e-3  # peak LR of the predictor (and static mask log-alphas)
+    s.warmup_steps = 10  # linear warm-up, then cosine decay to 10% within the stage
+  return c
+
+
+def build_ifp_config(c: ml_collections.ConfigDict, llm: LlamaConfig,
+                     predictor: LlamaConfig | None) -> IFPConfig:
+  m = c.model
+  numerics = dict(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat)
+  uses_predictor = m.mask_kind in ("soft_topk", "hard_concrete")
+  return IFPConfig(
+      llm=llm.replace(**numerics),
+      predictor=predictor.replace(**numerics) if (predictor and uses_predictor) else None,
+      head=PredictorHeadConfig(hidden=m.head_hidden, activation=m.head_activation,
+                               out_init_std=m.head_out_init_std),
+      mask_kind=m.mask_kind, k=m.k, eps=m.eps, hc_init_log_alpha=m.hc_init_log_alpha)
+
+
+def llama_from_fields(fields: ml_collections.ConfigDict, **overrides) -> LlamaConfig:
+  d = fields.to_dict()
+  d.update(overrides)
+  return LlamaConfig(**d)

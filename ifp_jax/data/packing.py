@@ -1,0 +1,99 @@
+"""CPT packing with chunk -> mask routing (numpy, host-local).
+
+Documents are tokenized and each followed by EOS, concatenated into one stream, and cut into
+rows of T+1 tokens with stride T (the last token of a row is the first of the next, so every
+token is a target exactly once). Row r: ``input_ids = row[:-1]``, ``targets = row[1:]``.
+
+Chunk routing (method.md section 5, K = `num_chunks`, P = T / K, C = K - 1):
+  * the targets are cut into K chunks of P tokens; chunk k covers target positions
+    [k*P, (k+1)*P);
+  * predictor input c (c = 0..K-2) is the tokens of target chunk c:
+    ``predictor_ids[c] = targets[c*P:(c+1)*P]``, ``predictor_lengths[c] = P``;
+  * the mask predicted from chunk j is used at every input position of chunk j+1:
+    ``mask_index[t] = max(t // P - 1, 0)``;
+  * chunk 0 has no loss (``loss_weights[:P] = 0``): it has no mask from an earlier chunk.
+No leak: the loss at target position t (chunk j+1 >= 1) predicts ``row[t+1]``; its mask comes
+from ``targets[j*P:(j+1)*P] = row[j*P+1 : (j+1)*P+1]``, all at row index <= (j+1)*P <= t, i.e.
+tokens the LLM has already read causally at input position t.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import grain
+import numpy as np
+
+
+def route_cpt_row(row: np.ndarray, num_chunks: int) -> dict[str, np.ndarray]:
+  """A packed row [T+1] -> one CPT example (see module docstring for the fields)."""
+  row = np.asarray(row, np.int32)
+  seq_len = row.shape[0] - 1
+  if num_chunks < 2 or seq_len % num_chunks:
+    raise ValueError(f"num_chunks={num_chunks} must be >= 2 and divide seq_len={seq_len}")
+  p = seq_len // num_chunks
+  targets = row[1:]
+  loss_weights = np.ones(seq_len, np.float32)
+  loss_weights[:p] = 0.0
+  return {
+      "input_ids": row[:-1].copy(),
+      "targets": targets.copy(),
+      "loss_weights": loss_weights,
+      "predictor_ids": targets.reshape(num_chunks, p)[:-1].copy(),
+      "predictor_lengths": np.full(num_chunks - 1, p, np.int32),
+      "mask_index": np.maximum(np.arange(seq_len, dtype=np.int32) // p - 1, 0).astype(np.int32),
+  }
+
+
+class _PackIterator(grain.DatasetIterator):
+  """Parent yields 1-D token arrays (documents incl. EOS); yields rows of `row_len` tokens.
+
+  State: the parent's state before the document holding the cursor (the next row's first
+  token) and the cursor's offset in it, so a restore re-reads one document, not a buffer.
+  """
+
+  def __init__(self, parent: grain.DatasetIterator, row_len: int, stride: int) -> None:
+    super().__init__(parent)
+    self._row_len, self._stride = row_len, stride
+    self._docs: list[tuple[Any, np.ndarray]] = []  # (parent state before doc, tokens)
+    self._offset = 0
+
+  def _fetch(self) -> None:
+    state = copy.deepcopy(self._parent.get_state())
+    tokens = np.asarray(next(self._parent), np.int32)  # StopIteration ends the stream
+    if tokens.size:
+      self._docs.append((state, tokens))
+
+  def __next__(self) -> np.ndarray:
+    while sum(len(t) for _, t in self._docs) - self._offset < self._row_len:
+      self._fetch()
+    row = np.concatenate([t for _, t in self._docs])[self._offset:self._offset + self._row_len]
+    self._offset += self._stride
+    while self._offset >= len(self._docs[0][1]):
+      self._offset -= len(self._docs.pop(0)[1])
+    return row
+
+  def get_state(self) -> dict[str, Any]:
+    if not self._docs:
+      return {"parent": copy.deepcopy(self._parent.get_state()), "offset": 0, "has_doc": False}
+    return {"parent": copy.deepcopy(self._docs[0][0]), "offset": self._offset, "has_doc": True}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._parent.set_state(copy.deepcopy(state["parent"]))
+    self._docs, self._offset = [], int(state["offset"])
+    if state["has_doc"]:
+      self._fetch()
+
+
+class PackIterDataset(grain.IterDataset):
+  """Packs a stream of token arrays into rows of ``seq_len + 1`` tokens with stride seq_len."""
+
+  def __init__(self, parent: grain.IterDataset, seq_len: int) -> None:
+    super().__init__(parent)
+    self._seq_len = seq_len
+
+  def __iter__(self) -> _PackIterator:
+    return _PackIterator(self._parent.__iter__(), self._seq_len + 1, self._seq_len)
+
+  def __str__(self) -> str:
+    return f"PackIterDataset(seq_len={self._seq_len})"

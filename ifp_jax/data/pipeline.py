@@ -1,0 +1,238 @@
+"""The trainer's data entry point: `default_data_config()` and `build_iterator(...)`.
+
+Batch format (host-local numpy, the same dict for CPT and SFT; B = per-host batch size,
+T = seq_len, C = predictor inputs per row, P = predictor input length):
+  input_ids          [B, T]    int32    LLM input tokens (pad_id past the end)
+  targets            [B, T]    int32    next tokens: targets[:, t] = token after input_ids[:, t]
+  loss_weights       [B, T]    float32  1 where the loss counts, else 0
+  predictor_ids      [B, C, P] int32    predictor inputs, right-padded with pad_id
+  predictor_lengths  [B, C]    int32    valid tokens per predictor input (>= 1)
+  mask_index         [B, T]    int32    in [0, C): whose predicted mask the LLM uses at input t
+Padding is marked by `loss_weights` and `predictor_lengths` only: never test ``ids == pad_id``
+(SmolLM2's pad id is `<|im_end|>`, a real token).
+CPT (`packing.py`): C = num_chunks - 1, P = T / num_chunks, loss zero on the first chunk, mask of
+chunk j used on chunk j+1. SFT (`sft.py`): C = 1, P = max_prompt_len, mask_index = 0, loss on
+assistant output tokens only.
+
+Pipeline per source (each source is one TFDS dataset, see `builders.py`): Grain
+``MapDataset.source`` -> this host's records ``[process_index::process_count]`` (disjoint
+across hosts) -> shuffle (reshuffled every epoch) -> repeat -> decode/tokenize -> (CPT: pack rows,
+window-shuffle rows) -> examples. Sources are mixed by weight (Grain's deterministic
+proportional interleave), then batched. The iterator's `get_state()` is JSON-serialisable and
+`set_state(state)` resumes with exactly the same later batches; `stats` counts examples,
+truncations and skipped lines.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Callable, Mapping, Sequence
+
+import grain
+import ml_collections
+import numpy as np
+
+from ifp_jax.data import builders, packing, sft
+from ifp_jax.data.tokenization import Tokenizer
+
+CPT_KINDS = ("text", "tfds")
+SFT_KINDS = ("jsonl_sft", "reasoning_gym", "skills", "tfds")
+_COUNTERS = ("_truncated", "_prompt_truncated", "_no_loss")
+
+
+def source_config(kind: str, paths: Sequence[str] = (), weight: float = 1.0,
+                  split: str = "train", **options: Any) -> ml_collections.ConfigDict:
+  """One source entry (see `default_data_config` for the meaning of each field)."""
+  return ml_collections.ConfigDict({"kind": kind, "paths": list(paths), "weight": float(weight),
+                                    "split": split, "options": dict(options)})
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+  """The documented data schema; experiment configs override fields of it."""
+  c = ml_collections.ConfigDict()
+  c.tokenizer = "bytes"  # load_tokenizer spec: "bytes" | "smollm2" | "gguf:P" | "hf:P" | "spm:P"
+  c.data_dir = ""  # TFDS dir of built sources; "" -> $IFP_JAX_DATA_DIR or ~/.cache/ifp_jax/tfds
+  c.num_chunks = 2  # CPT: chunks K per row (seq_len % K == 0); C = K-1 predictor inputs of T/K
+  c.max_prompt_len = 64  # SFT: predictor input length P (first user message, longer ones cut)
+  c.truncate = "left_prompt"  # SFT sequences longer than seq_len: "left_prompt" | "right"
+  c.skip_malformed = False  # JSONL: False -> ValueError "file:line: problem"; True -> skip+count
+  c.shuffle = True  # shuffle each source's records (reshuffled every epoch)
+  c.shuffle_window = 1024  # CPT: shuffle packed rows in windows of this many rows (0: off);
+  #                          the window is refilled on start and on restore (costs tokenizing it)
+  c.read_threads = 2  # Grain reader threads per source (decode + tokenize run there)
+  c.prefetch = 64  # Grain prefetch buffer per source, in records
+  # Sources per stage: name -> entry with
+  #   kind    "text" (CPT) | "jsonl_sft" | "reasoning_gym" | "skills" (SFT) | "tfds" (either)
+  #   paths   files / folders / globs / archives / aliases "<stdlib>", "<python-docs>"
+  #           (text, jsonl_sft); unused by reasoning_gym and skills
+  #   weight  mixture weight (relative; 0 disables the source)
+  #   split   split read for training ("train"); eval iterators pass split= explicitly
+  #   options kind-specific:
+  #     text:          extensions, exclude_dirs, member_glob (archives), max_files, max_bytes
+  #                    (0 = no limit), eval_fraction (held out by file hash), text_field (jsonl)
+  #     jsonl_sft:     eval_fraction (by record hash), max_files
+  #     reasoning_gym: tasks (list), size / eval_size (per task, <= 2**20), seed (0..2047;
+  #                    train/eval item seeds are disjoint blocks, see sources.reasoning_gym_seeds),
+  #                    task_kwargs {task: {kwarg: value}}
+  #     skills:        skills (list, [] = all 14), num_train, num_eval, seed
+  #     tfds:          name (catalog name), data_dir, text_key (CPT) or messages_key /
+  #                    prompt_key + response_key (SFT)
+  c.cpt = ml_collections.ConfigDict()
+  c.cpt.sources = ml_collections.ConfigDict({
+      "stdlib": source_config("text", ["<stdlib>"], extensions=[".py"], max_files=0,
+                              max_bytes=0, eval_fraction=0.02),
+  })
+  c.sft = ml_collections.ConfigDict()
+  c.sft.sources = ml_collections.ConfigDict({
+      "skills": source_config("skills", num_train=20000, num_eval=500, seed=0),
+  })
+  return c
+
+
+def _text(value: Any) -> str:
+  return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _messages_fn(kind: str, options: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], list]:
+  """Record -> chat messages for each SFT source kind."""
+  if kind == "jsonl_sft":
+    return lambda r: json.loads(_text(r["messages"]))
+  if kind == "skills":
+    return lambda r: [{"role": "user", "content": _text(r["prompt"])},
+                      {"role": "assistant", "content": _text(r["answer"])}]
+  if kind == "reasoning_gym":
+    return lambda r: [{"role": "user", "content": _text(r["question"])},
+                      {"role": "assistant", "content": _text(r["answer"])}]
+  if options.get("messages_key"):
+    key = options["messages_key"]
+    return lambda r: (json.loads(_text(r[key])) if isinstance(r[key], (str, bytes))
+                      else [{"role": _text(m["role"]), "content": _text(m["content"])}
+                            for m in r[key]])
+  pk, rk = options.get("prompt_key", "prompt"), options.get("response_key", "response")
+  return lambda r: [{"role": "user", "content": _text(r[pk])},
+                    {"role": "assistant", "content": _text(r[rk])}]
+
+
+def _named_sources(cfg: Any) -> list[tuple[str, Any]]:
+  if isinstance(cfg, (list, tuple)):
+    return [(f"{s['kind']}{i}", s) for i, s in enumerate(cfg)]
+  return list(cfg.items())
+
+
+def _source_seed(seed: int, index: int) -> int:
+  return (seed * 1_000_003 + index * 7_919 + 17) % (2**31 - 1)
+
+
+class DataIterator:
+  """Batches of the module's format; `get_state`/`set_state` resume exactly; `stats` counts."""
+
+  def __init__(self, dataset: grain.IterDataset, names: list[str], batch_size: int,
+               pad_id: int, static_stats: dict[str, Any]) -> None:
+    self._it = iter(dataset)
+    self._names, self._batch_size, self._pad_id = names, batch_size, pad_id
+    self._static = static_stats
+    self._counts = {"batches": 0, "examples": 0, "truncated": 0, "prompt_truncated": 0,
+                    "no_loss": 0, "per_source": {n: 0 for n in names}}
+
+  @property
+  def stats(self) -> dict[str, Any]:
+    return {**copy.deepcopy(self._static), **copy.deepcopy(self._counts)}
+
+  def __iter__(self) -> "DataIterator":
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = dict(next(self._it))
+    source = batch.pop("_source")
+    for i, n in zip(*np.unique(source, return_counts=True), strict=True):
+      self._counts["per_source"][self._names[int(i)]] += int(n)
+    for key in _COUNTERS:
+      if key in batch:
+        self._counts[key[1:]] += int(batch.pop(key).sum())
+    self._counts["batches"] += 1
+    self._counts["examples"] += int(source.shape[0])
+    return self._pad(batch) if source.shape[0] < self._batch_size else batch
+
+  def _pad(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Last partial batch of a finite iterator: filler rows with zero loss."""
+    n = self._batch_size - batch["input_ids"].shape[0]
+    fill = {"input_ids": self._pad_id, "targets": self._pad_id, "loss_weights": 0,
+            "predictor_ids": self._pad_id, "predictor_lengths": 1, "mask_index": 0}
+    return {k: np.concatenate([v, np.full((n, *v.shape[1:]), fill[k], v.dtype)])
+            for k, v in batch.items()}
+
+  def get_state(self) -> dict[str, Any]:
+    return json.loads(json.dumps({"grain": self._it.get_state(), "counts": self._counts},
+                                 default=lambda x: x.item() if hasattr(x, "item") else str(x)))
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    self._it.set_state(copy.deepcopy(state["grain"]))
+    self._counts = copy.deepcopy(dict(state["counts"]))
+
+
+def build_iterator(data_cfg: ml_collections.ConfigDict, tokenizer: Tokenizer, *, kind: str,
+                   seq_len: int, batch_size: int, process_index: int = 0,
+                   process_count: int = 1, seed: int = 0, split: str | None = None,
+                   num_epochs: int | None = None) -> DataIterator:
+  """Per-host iterator of `batch_size` rows of `seq_len` tokens for stage `kind` ("cpt"|"sft").
+
+  `split` overrides every source's configured split (e.g. "eval"); `num_epochs=None` repeats
+  forever, otherwise the iterator stops after that many passes (last batch padded with
+  zero-loss rows; with several sources it stops when the first one runs out).
+  """
+  if kind not in ("cpt", "sft"):
+    raise ValueError(f"kind must be 'cpt' or 'sft', got {kind!r}")
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} not in [0, {process_count})")
+  allowed = CPT_KINDS if kind == "cpt" else SFT_KINDS
+  if kind == "cpt" and (data_cfg.num_chunks < 2 or seq_len % data_cfg.num_chunks):
+    raise ValueError(f"num_chunks={data_cfg.num_chunks} must be >= 2 and divide {seq_len=}")
+  entries = [(n, s) for n, s in _named_sources(data_cfg[kind].sources) if s["weight"] > 0]
+  if not entries:
+    raise ValueError(f"data config has no {kind} source with weight > 0")
+  read = grain.ReadOptions(num_threads=data_cfg.read_threads,
+                           prefetch_buffer_size=data_cfg.prefetch)
+  datasets, names, weights = [], [], []
+  static: dict[str, Any] = {"records": {}, "skipped_lines": {}, "host_records": {}}
+  for index, (name, src) in enumerate(entries):
+    if src["kind"] not in allowed:
+      raise ValueError(f"{kind} source {name!r} has kind {src['kind']!r}; use one of {allowed}")
+    options = dict(src.get("options") or {})
+    mat = builders.materialize(name, src["kind"], list(src.get("paths") or ()), options,
+                               data_dir=data_cfg.data_dir or None,
+                               skip_malformed=data_cfg.skip_malformed)
+    the_split = split or src.get("split", "train")
+    records = mat.data_source(the_split)
+    ds = grain.MapDataset.source(records)[process_index::process_count]
+    static["records"][name] = dict(mat.split_sizes) or {the_split: len(records)}
+    static["skipped_lines"][name] = int(mat.metadata.get("skipped_lines", 0))
+    static["host_records"][name] = len(ds)
+    if len(ds) == 0:
+      raise ValueError(f"source {name!r} split {the_split!r} has {len(records)} records: too "
+                       f"few for {process_count} hosts")
+    sseed = _source_seed(seed, index)
+    if data_cfg.shuffle:
+      ds = ds.shuffle(seed=sseed)
+    ds = ds.repeat(num_epochs)
+    if kind == "cpt":
+      text_key = "text" if src["kind"] == "text" else options.get("text_key", "text")
+      it = ds.map(lambda r, k=text_key: np.asarray(
+          tokenizer.encode(_text(r[k])) + [tokenizer.eos_id], np.int32)).to_iter_dataset(read)
+      it = packing.PackIterDataset(it, seq_len).map(
+          lambda row, i=index: {**packing.route_cpt_row(row, data_cfg.num_chunks),
+                                "_source": np.int32(i)})
+      if data_cfg.shuffle and data_cfg.shuffle_window > 0:
+        it = grain.experimental.WindowShuffleIterDataset(
+            it, window_size=data_cfg.shuffle_window, seed=sseed)
+    else:
+      to_msgs = _messages_fn(src["kind"], options)
+      it = ds.map(lambda r, f=to_msgs, i=index: {
+          **sft.format_sft(tokenizer, f(r), seq_len=seq_len,
+                           max_prompt_len=data_cfg.max_prompt_len, policy=data_cfg.truncate),
+          "_source": np.int32(i)}).to_iter_dataset(read)
+    datasets.append(it)
+    names.append(name)
+    weights.append(float(src["weight"]))
+  mixed = datasets[0] if len(datasets) == 1 else grain.IterDataset.mix(datasets, weights)
+  batched = mixed.batch(batch_size, drop_remainder=num_epochs is None)
+  return DataIterator(batched, names, batch_size, tokenizer.pad_id, static)

@@ -1,0 +1,97 @@
+"""Training observability: metrics.jsonl, TensorBoard events, a progress line, loss-curve PNG."""
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import time
+from typing import Any
+
+
+class MetricsLogger:
+  """Writes one JSON object per logged step and prints `stage step/total loss tok/s ETA`."""
+
+  def __init__(self, workdir: pathlib.Path, enabled: bool = True, stream=sys.stderr):
+    self.enabled = enabled
+    self.stream = stream
+    self._history: dict[str, list[dict[str, Any]]] = {}
+    self._stage, self._total, self._t0 = None, 0, time.perf_counter()
+    if enabled:
+      self._file = open(pathlib.Path(workdir) / "metrics.jsonl", "a")
+      try:
+        from tensorboardX import SummaryWriter
+        self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
+      except ImportError:  # optional: metrics.jsonl is the source of truth
+        self._tb = None
+
+  def start_stage(self, stage: str, steps: int) -> None:
+    self._stage, self._total, self._done, self._t0 = stage, steps, 0, time.perf_counter()
+
+  def log(self, metrics: dict[str, Any], remaining: int) -> None:
+    self._history.setdefault(metrics["stage"], []).append(metrics)
+    if not self.enabled:
+      return
+    self._file.write(json.dumps(metrics) + "\n")
+    self._file.flush()
+    if self._tb is not None:
+      for k, v in metrics.items():
+        if isinstance(v, (int, float)) and k != "step":
+          self._tb.add_scalar(f"{metrics['stage']}/{k}", v, metrics["step"])
+    done = self._total - remaining
+    elapsed = time.perf_counter() - self._t0
+    eta = elapsed / max(done, 1) * remaining
+    extra = ""
+    if "mask_kept_frac" in metrics:
+      extra += f" kept {metrics['mask_kept_frac']:.3f}"
+    if "expected_sparsity" in metrics:
+      extra += (f" E[sparsity] {metrics['expected_sparsity']:.3f}"
+                f" (target {metrics['target_sparsity']:.3f}) l1 {metrics['lambda1']:+.3f}")
+    print(f"[{metrics['stage']}] step {metrics['step']} ({done}/{self._total}) "
+          f"loss {metrics['loss']:.4f} {metrics['tokens_per_sec']:.0f} tok/s{extra} "
+          f"ETA {_fmt(eta)}", file=self.stream, flush=True)
+
+  def stage_summary(self, stage: str) -> dict[str, Any]:
+    rows = self._history.get(stage, [])
+    if not rows:
+      return {}
+    out = {"first_loss": rows[0]["loss"], "last_loss": rows[-1]["loss"],
+           "first_step": rows[0]["step"], "last_step": rows[-1]["step"]}
+    for key in ("mask_kept_frac", "expected_sparsity", "lambda1", "lambda2"):
+      if key in rows[-1]:
+        out[key] = rows[-1][key]
+    return out
+
+  def close(self) -> None:
+    if self.enabled:
+      self._file.close()
+      if self._tb is not None:
+        self._tb.close()
+
+
+def _fmt(seconds: float) -> str:
+  seconds = int(seconds)
+  return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def plot_loss_curves(metrics_file: pathlib.Path, out_png: pathlib.Path) -> pathlib.Path | None:
+  """Loss per stage against the global step, from metrics.jsonl."""
+  if not pathlib.Path(metrics_file).exists():
+    return None
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  rows = [json.loads(line) for line in open(metrics_file) if line.strip()]
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for stage in dict.fromkeys(r["stage"] for r in rows):
+    pts = [(r["step"], r["loss"]) for r in rows if r["stage"] == stage]
+    ax.plot(*zip(*pts), label=stage)
+  ax.set_xlabel("step")
+  ax.set_ylabel("training loss (CE on loss tokens)")
+  ax.set_yscale("log")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(out_png, dpi=120)
+  plt.close(fig)
+  return pathlib.Path(out_png)
