@@ -1,0 +1,32 @@
+"""Acceptance: the tiny job (`make train`, configs/tiny.py unchanged) learns in both stages.
+
+This is the README's main command, so it runs in CI with everything else (~2.5 min on 2 idle
+cores). Only the TFDS data dir is redirected to the test session's temp dir.
+"""
+import json
+
+from train_utils import read_metrics, run_train, shared_data_dir
+
+TIMEOUT = 1200  # seconds; a hung run fails instead of blocking CI
+
+
+def test_tiny_job_final_loss_below_60_percent_of_first(tmp_path_factory):
+  data_dir = shared_data_dir(tmp_path_factory)
+  workdir = tmp_path_factory.mktemp("tiny")
+  run_train(workdir, [f"--config.data.data_dir={data_dir}"], workdir / "log.txt", TIMEOUT)
+  summary = json.loads((workdir / "summary.json").read_text())
+  config = json.loads((workdir / "config.json").read_text())
+  stages = summary["stages"]
+  assert set(stages) == {"cpt", "sft"}
+  assert summary["step"] == config["cpt"]["steps"] + config["sft"]["steps"]
+  for name, s in stages.items():
+    assert s["last_loss"] < 0.6 * s["first_loss"], (name, s)
+    kept = config["model"]["k"] / config["model"]["llm"]["intermediate_size"]
+    assert abs(s["mask_kept_frac"] - kept) < 1e-6
+    assert s["eval_loss_hard_masks"] is not None and s["eval_loss_hard_masks"] < s["first_loss"]
+  assert stages["cpt"]["first_step"] == config["train"]["log_every"]
+  assert stages["sft"]["last_step"] == summary["step"]
+  rows = read_metrics(workdir)  # the summary agrees with metrics.jsonl
+  assert rows[stages["sft"]["last_step"]]["loss"] == stages["sft"]["last_loss"]
+  assert summary["latest_checkpoint_step"] == summary["step"]
+  assert (workdir / "loss_curve.png").stat().st_size > 0

@@ -1,0 +1,161 @@
+"""Shared helpers of the training acceptance tests (tests/test_train_*.py).
+
+Small runs of `configs/tiny.py` (2 layers, seq_len 64, batch 8, log every step) on a shared TFDS
+data dir, metrics.jsonl readers, and bounded `launch.train` subprocesses.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Mapping
+
+import ml_collections
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# Overrides of configs/tiny.py that keep a run to seconds on 2 CPU cores. Shapes still divide
+# every 8-device mesh of the tests (heads 4, kv heads 2, d_ff 384, vocab 384, embed 128).
+SMALL: dict[str, Any] = {
+    "data.cpt.sources.stdlib.options.max_files": 20,
+    "data.max_prompt_len": 32,
+    "model.llm.num_hidden_layers": 2,
+    "train.seq_len": 64,
+    "train.batch_size": 8,
+    "train.log_every": 1,
+    "train.eval_batches": 0,
+    "train.checkpoint_every": 1000,
+    "cpt.steps": 4,
+    "sft.steps": 0,
+    "cpt.warmup_steps": 0,  # LR > 0 from the first step: later losses depend on the updates
+    "sft.warmup_steps": 0,
+}
+
+
+def shared_data_dir(tmp_path_factory) -> str:
+  """One TFDS dir per pytest session (built by the first run that needs it, then reused)."""
+  path = tmp_path_factory.getbasetemp() / "train_tfds"
+  path.mkdir(exist_ok=True)
+  return str(path)
+
+
+def set_path(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
+  *parents, leaf = dotted.split(".")
+  node = config
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+
+
+def small_config(data_dir: str, **overrides: Any) -> ml_collections.ConfigDict:
+  """configs/tiny.py + SMALL + overrides (keys are dotted paths written with '__' for '.')."""
+  spec = importlib.util.spec_from_file_location("_tiny_config", REPO / "configs" / "tiny.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.data.data_dir = data_dir
+  for key, value in {**SMALL, **{k.replace("__", "."): v for k, v in overrides.items()}}.items():
+    set_path(config, key, value)
+  return config
+
+
+def cli_flags(data_dir: str, **overrides: Any) -> list[str]:
+  """The same run as `small_config(data_dir, **overrides)` as launch.train flags."""
+  items = {"data.data_dir": data_dir, **SMALL,
+           **{k.replace("__", "."): v for k, v in overrides.items()}}
+  return [f"--config.{k}={v}" for k, v in items.items()]
+
+
+def read_metrics(workdir: str | pathlib.Path) -> dict[int, dict[str, Any]]:
+  """metrics.jsonl rows by step; a step logged twice (re-run after a resume) keeps the last."""
+  rows: dict[int, dict[str, Any]] = {}
+  with open(pathlib.Path(workdir) / "metrics.jsonl") as f:
+    for line in f:
+      if line.strip():
+        row = json.loads(line)
+        rows[int(row["step"])] = row
+  return rows
+
+
+def assert_close_rel(a: float, b: float, rtol: float, what: str) -> None:
+  assert abs(a - b) <= rtol * max(abs(a), abs(b)), f"{what}: {a!r} vs {b!r} (rtol {rtol})"
+
+
+def train_env(num_devices: int = 1) -> dict[str, str]:
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def start_train(workdir: str | pathlib.Path, flags: list[str], log_path: pathlib.Path,
+                num_devices: int = 1) -> subprocess.Popen:
+  """`python -m launch.train --config=configs/tiny.py --workdir=... flags`, output to a file."""
+  cmd = [sys.executable, "-m", "launch.train", "--config=configs/tiny.py",
+         f"--workdir={workdir}", *flags]
+  log = open(log_path, "ab")
+  return subprocess.Popen(cmd, cwd=REPO, env=train_env(num_devices), stdout=log,
+                          stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait(proc: subprocess.Popen, timeout: float, log_path: pathlib.Path) -> int:
+  """Exit code of `proc`; kills it (and fails) past `timeout` seconds."""
+  try:
+    return proc.wait(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    raise AssertionError(f"training subprocess ran over {timeout}s; log:\n"
+                         f"{tail(log_path)}") from None
+
+
+def run_train(workdir: str | pathlib.Path, flags: list[str], log_path: pathlib.Path,
+              timeout: float = 240, num_devices: int = 1) -> None:
+  proc = start_train(workdir, flags, log_path, num_devices)
+  rc = wait(proc, timeout, log_path)
+  assert rc == 0, f"launch.train exited with {rc}; log:\n{tail(log_path)}"
+
+
+def tail(path: pathlib.Path, n: int = 6000) -> str:
+  try:
+    return pathlib.Path(path).read_text(errors="replace")[-n:]
+  except FileNotFoundError:
+    return "<no log>"
+
+
+def committed_steps(checkpoint_dir: str | pathlib.Path) -> list[int]:
+  """Steps of finalised Orbax checkpoints (temporary dirs are renamed on commit)."""
+  d = pathlib.Path(checkpoint_dir)
+  if not d.is_dir():
+    return []
+  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and
+                (p / "_CHECKPOINT_METADATA").exists())
+
+
+def poll(predicate, timeout: float, interval: float = 0.05, proc: subprocess.Popen | None = None,
+         log_path: pathlib.Path | None = None) -> Any:
+  """Polls until `predicate()` is truthy; fails past `timeout` or if `proc` exits first."""
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    value = predicate()
+    if value:
+      return value
+    if proc is not None and proc.poll() is not None:
+      raise AssertionError(f"training exited ({proc.returncode}) before the condition held; "
+                           f"log:\n{tail(log_path) if log_path else ''}")
+    time.sleep(interval)
+  if proc is not None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+  raise AssertionError(f"condition not reached in {timeout}s; log:\n"
+                       f"{tail(log_path) if log_path else ''}")
+
+
+def stage_losses(rows: Mapping[int, dict[str, Any]], stage: str) -> list[float]:
+  return [r["loss"] for _, r in sorted(rows.items()) if r["stage"] == stage]
