@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from ifp_jax import optim, sharding
+from ifp_jax import distributed, optim, sharding, validate
 from ifp_jax.checkpointing import Checkpointer
 from ifp_jax.config import build_ifp_config, llama_from_fields
 from ifp_jax.data.pipeline import build_iterator
@@ -99,8 +99,22 @@ def _round_up(x: int, m: int) -> int:
   return (x + m - 1) // m * m
 
 
+def _host_position(data_state: dict) -> dict:
+  """This host's iterator state from a checkpoint's data item (older ones hold one position)."""
+  if "iterators" not in data_state:
+    return data_state["iterator"]
+  positions = data_state["iterators"]
+  if len(positions) != jax.process_count():
+    raise ValueError(f"the checkpoint holds data positions of {len(positions)} processes, this "
+                     f"run has {jax.process_count()}: resuming with another process count would "
+                     f"repeat or skip data; restore params only (checkpointing.restore_params)")
+  return positions[jax.process_index()]
+
+
 class Trainer:
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+               devices=None):
+    """`devices`: the mesh's devices (default all); tests pass subsets to compare meshes."""
     self.config = config
     self.workdir = pathlib.Path(workdir).absolute()
     self.is_main = jax.process_index() == 0
@@ -108,12 +122,13 @@ class Trainer:
       self.workdir.mkdir(parents=True, exist_ok=True)
       (self.workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
     self.tokenizer = load_tokenizer(config.data.tokenizer)
-    self.mesh = sharding.make_mesh(tuple(config.mesh))
+    self.mesh = sharding.make_mesh(tuple(config.mesh), devices)
     ifp, self.pretrained = resolve_models(config, self.tokenizer)
     ifp = dataclasses.replace(
         ifp, llm=sharding.cpu_safe_unroll(ifp.llm, self.mesh),
         predictor=ifp.predictor and sharding.cpu_safe_unroll(ifp.predictor, self.mesh))
     self.ifp = ifp
+    validate.validate(config, ifp, self.mesh)  # [validate hook] indivisible shapes fail here
     self.stages = stages_of(config)
     self.total_steps = self.stages[-1].end
     t = config.train
@@ -173,7 +188,9 @@ class Trainer:
             "tokenizer": self.config.data.tokenizer}
 
   def _save(self, step, state, stage, it, force=False):
-    data_state = {"stage": stage.name, "iterator": it.get_state()}
+    # Each host reads its own slice, so each host's position is saved (index = process index).
+    data_state = {"stage": stage.name,
+                  "iterators": distributed.allgather_json(it.get_state())}
     self.ckpt.save(step, state, self._meta(step, stage), data_state, force=force)
 
   # --- loop -------------------------------------------------------------------------------
@@ -206,7 +223,7 @@ class Trainer:
         continue
       it = self._iterator(stage)
       if data_state is not None and data_state.get("stage") == stage.name:
-        it.set_state(data_state["iterator"])
+        it.set_state(_host_position(data_state))
       data_state = None
       logger.start_stage(stage.name, stage.end - step)
       t0, tokens_since = time.perf_counter(), 0

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# One prepared GPU check: install the CUDA build of the pinned JAX, then run the test suite, the
+# benchmarks, a short real training run and the XLA:GPU vs XLA:CPU memory comparison, all on
+# the GPU(s) of this machine. Results go to $OUT (if set, e.g. by a CI runner) or
+# benchmarks/results/gpu_<date>/, with a summary in gpu_<date>.txt there.
+#
+#   bash benchmarks/gpu_check.sh            # full
+#   QUICK=1 bash benchmarks/gpu_check.sh    # benchmarks with --quick, fewer training steps
+#
+# Environment: JAX_CUDA_EXTRA (cuda12 | cuda13; default from the driver's CUDA version),
+# PIP_FIND_LINKS / PIP_NO_INDEX (offline machines: a folder of wheels), SKIP_INSTALL=1 (the
+# .venv already has a working CUDA jaxlib), PYTEST_ARGS (extra pytest arguments), QUICK=1.
+# Exit status: non-zero only when the GPU setup itself fails; test and benchmark failures are
+# recorded in the summary (and their logs) so one run always yields a full report.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+STAMP=$(date +%Y%m%d_%H%M%S)
+RESULTS=${OUT:-benchmarks/results}/gpu_$STAMP
+mkdir -p "$RESULTS"
+SUMMARY=$RESULTS/gpu_$STAMP.txt
+PY=.venv/bin/python
+JAX_VERSION=$(sed -n 's/^jax==\([0-9.]*\).*/\1/p' requirements.txt)
+QUICK_FLAG=""
+[ "${QUICK:-0}" = 1 ] && QUICK_FLAG="--quick"
+
+say() { echo "$*" | tee -a "$SUMMARY"; }
+step() {  # step NAME CMD...: run, log to $RESULTS/NAME.log, record status and duration
+  local name=$1
+  shift
+  local t0=$SECONDS rc=0
+  echo "[gpu_check] $name: $*" >&2
+  "$@" >"$RESULTS/$name.log" 2>&1 || rc=$?
+  say "$(printf '%-28s %s  (%ds)  log: %s' "$name" "$([ $rc -eq 0 ] && echo ok || echo "FAILED rc=$rc")" \
+    $((SECONDS - t0)) "$RESULTS/$name.log")"
+  return $rc
+}
+
+say "ifp_jax GPU check $STAMP on $(hostname); git $(git rev-parse --short HEAD 2>/dev/null)"
+if ! nvidia-smi >"$RESULTS/nvidia_smi.txt" 2>&1; then
+  say "nvidia-smi failed: no usable NVIDIA GPU here (see $RESULTS/nvidia_smi.txt)"
+  exit 1
+fi
+say "$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | sort | uniq -c)"
+
+# --- install -----------------------------------------------------------------------------------
+if [ "${SKIP_INSTALL:-0}" != 1 ]; then
+  step setup_env bash launch/setup_env.sh || exit 1
+  if [ -z "${JAX_CUDA_EXTRA:-}" ]; then
+    cuda_major=$(nvidia-smi | sed -n 's/.*CUDA Version: \([0-9]*\).*/\1/p' | head -1)
+    JAX_CUDA_EXTRA=$([ "${cuda_major:-12}" -ge 13 ] && echo cuda13 || echo cuda12)
+  fi
+  step install_jax_cuda "$PY" -m pip install "jax[$JAX_CUDA_EXTRA]==$JAX_VERSION" || exit 1
+fi
+step jax_devices "$PY" -c '
+import jax
+jax.print_environment_info()
+print(jax.devices())
+assert jax.default_backend() == "gpu", jax.default_backend()
+' || { say "JAX does not see a GPU: see $RESULTS/jax_devices.log"; exit 1; }
+NGPU=$("$PY" -c 'import jax; print(jax.device_count())' 2>/dev/null)
+say "JAX $JAX_VERSION sees $NGPU GPU device(s)"
+
+# --- tests ---------------------------------------------------------------------------------------
+# tests/conftest.py asks for 8 fake CPU devices; with JAX_PLATFORMS unset JAX runs on the GPUs
+# instead, so tests written for exactly 8 devices fail on other GPU counts (listed in the log).
+step pytest_gpu "$PY" -m pytest tests -rfE -p no:cacheprovider ${PYTEST_ARGS:-}
+grep -E "^(FAILED|ERROR)|passed|failed" "$RESULTS/pytest_gpu.log" | tail -40 >>"$SUMMARY"
+# The same suite on the CPU backend of this machine (the reference configuration).
+step pytest_cpu env JAX_PLATFORMS=cpu "$PY" -m pytest tests -q -p no:cacheprovider \
+  ${PYTEST_ARGS:-}
+tail -3 "$RESULTS/pytest_cpu.log" >>"$SUMMARY"
+
+# --- benchmarks ------------------------------------------------------------------------------
+for bench in benchmarks/*.py; do
+  name=bench_$(basename "$bench" .py)
+  if grep -q -- "--quick" "$bench"; then
+    step "$name" "$PY" "$bench" $QUICK_FLAG
+  else
+    step "$name" "$PY" "$bench"
+  fi
+  cat "$RESULTS/$name.log" >>"$SUMMARY"
+done
+
+# --- a real training run (bf16 on the GPU) -------------------------------------------------
+STEPS=$([ "${QUICK:-0}" = 1 ] && echo 20 || echo 100)
+step train_tiny_bf16 "$PY" -m launch.train --config=configs/tiny.py \
+  --workdir="$RESULTS/tiny_bf16" --config.model.dtype=bfloat16 --config.cpt.steps="$STEPS" \
+  --config.sft.steps="$STEPS" --config.train.log_every=10
+tail -8 "$RESULTS/train_tiny_bf16.log" >>"$SUMMARY"
+step train_smollm2_gpu "$PY" -m launch.train --config=configs/smollm2_135m.py:gpu \
+  --workdir="$RESULTS/smollm2_gpu" --config.train.batch_size=$((16 * NGPU)) \
+  --config.cpt.steps="$STEPS" --config.sft.steps=0 --config.train.log_every=10 \
+  --config.train.eval_batches=0
+tail -8 "$RESULTS/train_smollm2_gpu.log" >>"$SUMMARY"
+
+# --- memory: XLA:GPU vs the XLA:CPU estimate of docs/scaling.md, same single-device program ---
+# One GPU (CUDA_VISIBLE_DEVICES) and one fake CPU device compile the same program: how far the
+# CPU temporaries of the docs' table are from XLA:GPU's.
+step memory_gpu_vs_cpu env CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-0}" "$PY" - <<'EOF'
+import importlib.util, json, os, subprocess, sys, tempfile
+sys.path.insert(0, os.getcwd())
+import jax
+from ifp_jax import compile_check
+
+def load(path, recipe, batch):
+  spec = importlib.util.spec_from_file_location("cfg", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config(recipe)
+  c.mesh, c.train.batch_size = (1, 1, 1), batch
+  c.lock()
+  return c
+
+assert jax.device_count() == 1, jax.devices()
+rows = []
+for path, recipe, batch in [("configs/smollm2_135m.py", "gpu", 16),
+                            ("configs/paper_9b_to_3b.py", "h100x8", 2)]:
+  name = f"{os.path.basename(path)}:{recipe} batch {batch}"
+  rows.append((f"{name} XLA:GPU", compile_check.compile_train_step(load(path, recipe, batch)),
+               None))
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, "r.json")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", IFP_COMPILE_CHECK_CHILD="1",
+               XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    subprocess.run([sys.executable, "-m", "launch.compile_check", f"--config={path}:{recipe}",
+                    "--num_devices=1", "--mesh=1,1,1", f"--config.train.batch_size={batch}",
+                    f"--json_out={out}"], env=env, check=True)
+    d = json.load(open(out))
+    d.pop("peak_bytes")
+  rows.append((f"{name} XLA:CPU", compile_check.Report(**d), None))
+print(compile_check.markdown_table(rows))
+EOF
+cat "$RESULTS/memory_gpu_vs_cpu.log" >>"$SUMMARY"
+
+say "results: $RESULTS (summary $SUMMARY)"

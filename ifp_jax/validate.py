@@ -1,0 +1,164 @@
+"""Fail fast on shapes the mesh cannot split, naming the config field, before anything compiles.
+
+Parameters and activations are sharded by logical axis (ifp_jax/sharding.py LOGICAL_RULES):
+heads, kv_heads, mlp (d_ff) and vocab over `tensor`, embed over `fsdp`, batch over
+(`data`, `fsdp`). `sharding._fit_spec` would silently replicate a dim a mesh axis does not
+divide, which costs memory and communication instead of failing; `validate` turns that into an
+error that says which field to change, e.g.
+
+  model.llm.num_attention_heads=6 is not divisible by mesh tensor=4
+
+Checked (E = error, W = warning; "llm" and "predictor" both):
+  E  num_attention_heads, intermediate_size (d_ff), vocab_size        vs tensor
+  E  model.k (width of the gathered, pruned FFN at inference)           vs tensor
+  W  num_key_value_heads vs tensor (GQA K/V projections are replicated over tensor when
+     tensor > kv heads and divisible by them: the usual practice; otherwise E)
+  E  hidden_size (embed)                                                vs fsdp
+  E  train.batch_size vs data*fsdp, vs the process count, and data*fsdp vs the process count
+     (each process must own whole batch shards: it feeds its own rows)
+  E  train.seq_len vs data.num_chunks (CPT rows are cut into num_chunks chunks)
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any, Sequence
+
+import jax
+
+from ifp_jax.model import IFPConfig
+from ifp_jax.model_config import LlamaConfig
+from ifp_jax.sharding import MESH_AXES, resolve_mesh_shape
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+  field: str  # the config field to change, e.g. "model.llm.num_key_value_heads"
+  message: str
+  error: bool = True
+
+  def __str__(self) -> str:
+    return self.message
+
+
+class ConfigValidationError(ValueError):
+  """Raised by `validate`; `.problems` lists every error found (not only the first)."""
+
+  def __init__(self, problems: list[Problem]):
+    self.problems = problems
+    super().__init__("config does not fit the mesh:\n  " +
+                     "\n  ".join(p.message for p in problems))
+
+
+def mesh_sizes(mesh: Any, num_devices: int | None = None) -> dict[str, int]:
+  """{'data', 'fsdp', 'tensor'} sizes of a Mesh, or of a shape (one -1 needs `num_devices`)."""
+  if hasattr(mesh, "shape") and hasattr(mesh, "axis_names"):
+    return {a: int(mesh.shape[a]) for a in MESH_AXES}
+  shape = tuple(int(s) for s in mesh)
+  if -1 in shape:
+    if num_devices is None:
+      raise ValueError(f"mesh shape {shape} has a -1 entry: pass num_devices")
+    shape = resolve_mesh_shape(shape, num_devices)
+  elif num_devices is not None:
+    shape = resolve_mesh_shape(shape, num_devices)
+  if len(shape) != len(MESH_AXES):
+    raise ValueError(f"mesh shape {shape} must have {len(MESH_AXES)} entries {MESH_AXES}")
+  return dict(zip(MESH_AXES, shape, strict=True))
+
+
+def _divides(problems: list[Problem], field: str, value: int, axes: Sequence[str],
+             sizes: dict[str, int], note: str = "", error: bool = True) -> None:
+  size = math.prod(sizes[a] for a in axes)
+  if size > 1 and value % size:
+    axis = "*".join(axes)
+    msg = f"{field}={value} is not divisible by mesh {axis}={size}"
+    problems.append(Problem(field, msg + (f" ({note})" if note else ""), error))
+
+
+def _decoder_fields(config, which: str) -> tuple[str, str]:
+  """(prefix of the fields that set this decoder's shape, note on where they come from)."""
+  m = config.model
+  if which == "llm":
+    note = f"shape from model.init_from={m.init_from!r}" if m.init_from else ""
+    return "model.llm", note
+  if int(m.predictor_init_layers) > 0:
+    src = f"model.init_from={m.init_from!r}" if m.init_from else "model.llm"
+    return "model.llm", f"predictor = first model.predictor_init_layers LLM layers, from {src}"
+  return "model.predictor", ""
+
+
+def _check_decoder(problems: list[Problem], cfg: LlamaConfig, prefix: str, note: str,
+                   sizes: dict[str, int], vocab: bool = True) -> None:
+  t = sizes["tensor"]
+  _divides(problems, f"{prefix}.num_attention_heads", cfg.num_attention_heads, ["tensor"], sizes,
+           note)
+  kv = cfg.num_key_value_heads
+  if t > 1 and kv % t:
+    replicable = t % kv == 0
+    _divides(problems, f"{prefix}.num_key_value_heads", kv, ["tensor"], sizes,
+             ", ".join(x for x in [note, "K/V projections replicated over tensor"
+                                   if replicable else ""] if x), error=not replicable)
+  _divides(problems, f"{prefix}.intermediate_size", cfg.intermediate_size, ["tensor"], sizes,
+           note)
+  if vocab:
+    _divides(problems, f"{prefix}.vocab_size", cfg.vocab_size, ["tensor"], sizes, note)
+  _divides(problems, f"{prefix}.hidden_size", cfg.hidden_size, ["fsdp"], sizes, note)
+
+
+def check(config, ifp: IFPConfig, mesh: Any, *, num_devices: int | None = None,
+          process_count: int | None = None) -> list[Problem]:
+  """Every problem found (errors and warnings); see `validate` for the arguments."""
+  sizes = mesh_sizes(mesh, num_devices)
+  processes = jax.process_count() if process_count is None else int(process_count)
+  problems: list[Problem] = []
+  prefix, note = _decoder_fields(config, "llm")
+  _check_decoder(problems, ifp.llm, prefix, note, sizes)
+  if ifp.predictor is not None:
+    prefix, note = _decoder_fields(config, "predictor")
+    pred: list[Problem] = []
+    _check_decoder(pred, ifp.predictor, prefix, note, sizes, vocab=False)  # vocab = the LLM's
+    known = {p.field for p in problems}
+    problems += [p for p in pred if p.field not in known]  # predictor = LLM layers: say it once
+  if ifp.mask_kind != "none":
+    _divides(problems, "model.k", ifp.k, ["tensor"], sizes,
+             "the gathered pruned FFN has k units, sharded over tensor")
+  batch = int(config.train.batch_size)
+  _divides(problems, "train.batch_size", batch, ["data", "fsdp"], sizes)
+  shards = sizes["data"] * sizes["fsdp"]
+  if processes > 1:
+    if batch % processes:
+      problems.append(Problem("train.batch_size", f"train.batch_size={batch} is not divisible "
+                              f"by the process count {processes} (each process reads "
+                              f"batch_size / processes rows)"))
+    if shards % processes:
+      problems.append(Problem("mesh", f"mesh data*fsdp={shards} is not divisible by the process "
+                              f"count {processes}: each process must own whole batch shards "
+                              f"(put more devices on data/fsdp, fewer on tensor)"))
+  chunks = int(config.data.num_chunks)
+  seq_len = int(config.train.seq_len)
+  if int(config.cpt.steps) > 0 and (chunks < 2 or seq_len % chunks):
+    problems.append(Problem("data.num_chunks", f"train.seq_len={seq_len} is not divisible by "
+                            f"data.num_chunks={chunks} (must be >= 2: CPT rows are cut into "
+                            f"num_chunks chunks)"))
+  return problems
+
+
+def validate(config, ifp: IFPConfig, mesh: Any, *, num_devices: int | None = None,
+             process_count: int | None = None) -> list[Problem]:
+  """Raises ConfigValidationError naming every indivisible field; logs and returns warnings.
+
+  `config`: the job's ConfigDict (ifp_jax/config.py schema); `ifp`: the resolved IFPConfig;
+  `mesh`: a jax Mesh or a (data, fsdp, tensor) shape (a -1 entry needs `num_devices`);
+  `process_count`: default jax.process_count().
+  """
+  problems = check(config, ifp, mesh, num_devices=num_devices, process_count=process_count)
+  errors = [p for p in problems if p.error]
+  if errors:
+    raise ConfigValidationError(errors)
+  warnings = [p for p in problems if not p.error]
+  for p in warnings:
+    log.warning("config/mesh: %s", p.message)
+  return warnings
