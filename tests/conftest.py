@@ -9,3 +9,24 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+  """WORKDIR of a short tiny CPT+SFT run (1 device): what eval, generate and export tests load.
+
+  Small (2 layers, 6 CPT + 6 SFT steps) so it trains in seconds; the weights are not good, but
+  every code path of a real checkpoint (predictor, masks, tokenizer spec, metadata) is there.
+  """
+  import train_utils as tu
+
+  from ifp_jax.trainer import Trainer
+
+  workdir = tmp_path_factory.mktemp("trained_run")
+  config = tu.small_config(tu.shared_data_dir(tmp_path_factory), mesh=(1, 1, 1), cpt__steps=6,
+                           sft__steps=6, train__log_every=3)
+  Trainer(config, workdir, devices=jax.devices()[:1]).run()
+  return workdir
