@@ -40,7 +40,8 @@ def gather_ffn(llm_params: dict[str, Any], indices: Array,
   indices = jnp.asarray(indices)
   if indices.ndim != 2 or indices.shape[0] != n_layers:
     raise ValueError(f"indices must be [layers={n_layers}, k]; got {tuple(indices.shape)}")
-  if int(np.asarray(indices).max(initial=0)) >= d_ff:
+  # Range check on concrete indices only, so the gather also runs under jit.
+  if not isinstance(indices, jax.core.Tracer) and int(np.asarray(indices).max(initial=0)) >= d_ff:
     raise ValueError(f"index {int(np.asarray(indices).max())} out of range for d_ff={d_ff}")
   cols = lambda w: jnp.take_along_axis(w, indices[:, None, :], axis=2)  # noqa: E731
   down = jnp.take_along_axis(mlp["down_proj"]["kernel"], indices[:, :, None], axis=1)
