@@ -2,6 +2,13 @@
 
   python -m launch.generate --model=smollm2 --prompt="What is JAX?" --chat --max_new_tokens=64
   python -m launch.generate --model=/path/to/hf_dir --prompt="def fib(n):"
+  python -m launch.generate --workdir=runs/tiny --prompt="Reverse the word.\nhello"
+  python -m launch.generate --workdir=runs/tiny --prompt="hello" --task_instruction="Reverse the word."
+
+With --workdir (a launch.train run), generation is pruned inference (ifp_jax/pruned.py): the
+predictor reads the prompt (or --task_instruction), the kept FFN units are gathered into a dense
+width-k model, which decodes with the KV cache. --chat defaults to on there (runs are SFT'd on
+ChatML turns).
 
 Greedy by default; --temperature > 0 samples (with --top_k and --seed). The model is resolved
 into a `Runner` (config, params, optional FFN masks, tokenizer): a pruned-inference mode that
@@ -18,6 +25,12 @@ from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "smollm2", "'smollm2', 'gguf:FILE' or an HF directory.")
+flags.DEFINE_string("workdir", None, "A training run directory: pruned inference with its "
+                    "latest checkpoint (overrides --model).")
+flags.DEFINE_string("task_instruction", None, "With --workdir: the predictor reads this task "
+                    "instruction instead of the prompt (per-task mask).")
+flags.DEFINE_bool("full", False, "With --workdir: no pruning, every FFN unit (the full LLM).")
+flags.DEFINE_string("stop", None, "With --workdir: cut the output at this string.")
 flags.DEFINE_string("prompt", None, "Prompt text.", required=True)
 flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate.")
 flags.DEFINE_bool("chat", False, "Wrap the prompt as one user turn (the model's chat template, "
@@ -68,10 +81,37 @@ def continue_prompt(runner: Runner, prompt: str, *, max_new_tokens: int, chat: b
     return text, runner.tokenizer.decode(new, skip_special_tokens=True)
 
 
+def pruned_generation(prompt: str) -> tuple[str, str]:
+    """--workdir: (the continuation, a description of what ran)."""
+    from ifp_jax.pruned import PrunedRunner
+    from ifp_jax.run_loader import load_run
+
+    run = load_run(FLAGS.workdir)
+    mode = "full" if FLAGS.full else ("per_task" if FLAGS.task_instruction else "per_input")
+    runner = PrunedRunner(run, mode)
+    chat = FLAGS.chat or not any(a.startswith(("--chat", "--nochat")) for a in sys.argv)
+    text = runner.generate([prompt], instructions=FLAGS.task_instruction,
+                           max_new_tokens=FLAGS.max_new_tokens, chat=chat,
+                           stop=[FLAGS.stop] if FLAGS.stop else (),
+                           temperature=FLAGS.temperature, top_k=FLAGS.top_k, seed=FLAGS.seed)[0]
+    width = run.ifp.llm.intermediate_size
+    what = (f"{mode}, {runner.cfg_k.intermediate_size}/{width} FFN units per layer, "
+            f"step {run.step} of {run.workdir}")
+    return text, what
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # JAX's backend probing logs at INFO
     start = time.time()
+    if FLAGS.workdir:
+        try:
+            text, what = pruned_generation(FLAGS.prompt)
+        except (FileNotFoundError, ValueError) as e:
+            sys.exit(f"error: {e}")
+        print(text)
+        print(f"[{what}, {time.time() - start:.1f}s]", file=sys.stderr, flush=True)
+        return
     try:
         runner = runner_from_model(FLAGS.model)
     except (FileNotFoundError, ValueError) as e:
