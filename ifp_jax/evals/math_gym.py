@@ -1,0 +1,95 @@
+"""reasoning-gym math on held-out seeds, scored by reasoning-gym's own `score_answer`.
+
+Held-out seeds follow the data package's convention (`sources.reasoning_gym_seeds`): train items
+of seed s use the item-seed block [2sB, 2sB + B) and eval items [(2s+1)B, (2s+2)B), so eval items
+are never training items whatever seed trained the run (every eval block is odd, every train
+block even). s is the run's reasoning_gym seed when its SFT mixture has one, else 0.
+
+The answer is read from the reply as SFT taught it: the content of `<answer>...</answer>` if
+present, else what follows the last "answer is" / "Answer:", else the first line. The score is
+reasoning-gym's (1.0 = correct; some tasks give partial credit for near-misses), and
+`exact` counts replies scored 1.0.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+from ifp_jax.data import sources
+from ifp_jax.evals import common
+
+NAME = "math"
+DEFAULT_TASKS = ("basic_arithmetic", "gsm_symbolic")
+DEFAULT_LIMIT = 8  # items per task
+MAX_NEW_TOKENS = 48
+# Task -> the per-task instruction key (override any task with 'rg:<task>').
+TASK_INSTRUCTION_KEYS = {"gsm_symbolic": "gsm"}
+
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S)
+_ANSWER_IS = re.compile(r"(?:answer is|answer:)\s*(.+)", re.I)
+
+
+def extract_answer(reply: str) -> str:
+  tags = _ANSWER_TAG.findall(reply)
+  if tags:
+    return tags[-1].strip()
+  said = _ANSWER_IS.findall(reply)
+  if said:
+    return said[-1].strip().split("\n", 1)[0].strip()
+  lines = [ln.strip() for ln in reply.strip().split("\n") if ln.strip()]
+  return lines[0] if lines else ""
+
+
+def run_seed(run: Any) -> int:
+  """The run's reasoning_gym source seed (0 when it has none)."""
+  src_cfg = run.meta.get("config", {}).get("data", {}).get("sft", {}).get("sources", {})
+  for src in (src_cfg.values() if isinstance(src_cfg, dict) else src_cfg):
+    if src.get("kind") == "reasoning_gym":
+      return int((src.get("options") or {}).get("seed", 0))
+  return 0
+
+
+def datasets(tasks: Sequence[str], size: int, seed: int) -> dict[str, Any]:
+  """{task: reasoning-gym dataset of `size` held-out items}."""
+  import reasoning_gym
+
+  _, eval_seed = sources.reasoning_gym_seeds(seed)
+  out = {}
+  for task in tasks:
+    try:
+      out[task] = reasoning_gym.create_dataset(task, size=size, seed=eval_seed)
+    except (KeyError, ValueError) as e:
+      raise ValueError(f"reasoning-gym task {task!r}: {e}") from e
+  return out
+
+
+def instruction_keys(task: str) -> tuple[str, ...]:
+  return (f"rg:{task}", TASK_INSTRUCTION_KEYS.get(task, "math"))
+
+
+def run(ctx: common.EvalContext, limit: int | None, tasks: Sequence[str] = DEFAULT_TASKS
+        ) -> dict[str, Any]:
+  size = limit or 200
+  key = ("math", tuple(tasks), size, run_seed(ctx.reference))
+  if key not in ctx.cache:
+    ctx.cache[key] = datasets(tasks, size, key[-1])
+  dsets = ctx.cache[key]
+  items = [(task, ds[i]) for task, ds in dsets.items() for i in range(size)]
+  questions = [str(e["question"]) for _, e in items]
+  max_new = ctx.max_new_tokens or MAX_NEW_TOKENS
+  prompts, cut = common.fit_prompts(ctx.runner, questions, max_new, chat=True)
+  instr = ctx.predictor_inputs(questions, [instruction_keys(t) for t, _ in items])
+  replies = common.batched_generate(ctx, prompts, instr, max_new_tokens=max_new, chat=True)
+  scores, answers = [], []
+  for (task, entry), reply in zip(items, replies):
+    answer = extract_answer(reply)
+    answers.append(answer)
+    scores.append(float(dsets[task].score_answer(answer, entry) or 0.0))
+  ctx.write_samples(NAME, [{"task": t, "question": e["question"], "answer": str(e["answer"]),
+                            "reply": r, "extracted": a, "score": s}
+                           for (t, e), r, a, s in zip(items, replies, answers, scores)])
+  exact = [float(s >= 1.0) for s in scores]
+  return {NAME: common.result(
+      "reasoning_gym_score", common.mean(scores), len(items),
+      common.group_means([t for t, _ in items], scores), exact=common.mean(exact),
+      prompts_truncated=cut, eval_seed=sources.reasoning_gym_seeds(key[-1])[1])}

@@ -1,0 +1,129 @@
+"""Held-out perplexity on the CPT corpus, through the masked model.
+
+The batches are the main run's own CPT pipeline on its eval split (files held out by hash,
+`data.pipeline.build_iterator(kind="cpt", split="eval", num_epochs=1)`), so every variant reads
+the same tokens, with the training layout: a row is cut into `num_chunks` chunks, chunk 1 has no
+loss. Masks by mode:
+  full       no mask (every FFN unit);
+  per_input  the predictor reads chunk j and its mask applies to chunk j+1, as in CPT training
+             (the trainer's held-out eval); a static run uses its one mask;
+  per_task   one mask from the 'cpt' task instruction for every row.
+Masking with hard top-k masks computes exactly what the gathered width-k model computes.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from ifp_jax import instruct_masks
+from ifp_jax.data.pipeline import build_iterator
+from ifp_jax.decoder import Decoder
+from ifp_jax.evals import common
+from ifp_jax.losses import weighted_cross_entropy
+from ifp_jax.model import IFPConfig, IFPModel
+from ifp_jax.model_config import LlamaConfig
+
+NAME = "perplexity"
+DEFAULT_LIMIT = 32  # rows of seq_len tokens
+
+
+@functools.lru_cache(maxsize=8)
+def _nll_fn(cfg_key: str):
+  cfg = LlamaConfig(**json.loads(cfg_key))
+
+  def fn(llm_params, ids, targets, weights, masks, mask_index):
+    logits = Decoder(cfg).apply({"params": llm_params}, ids, ffn_masks=masks,
+                                mask_index=mask_index).logits
+    ce, tokens = weighted_cross_entropy(logits, targets, weights)
+    return ce * tokens, tokens
+  return jax.jit(fn)
+
+
+@functools.lru_cache(maxsize=8)
+def _chunk_masks_fn(ifp: IFPConfig):
+  def fn(params, predictor_ids, predictor_lengths):
+    return IFPModel(ifp).apply({"params": params}, predictor_ids, predictor_lengths,
+                               batch=predictor_ids.shape[0], deterministic=True,
+                               method=IFPModel.masks).masks
+  return jax.jit(fn)
+
+
+def held_out_batches(ctx: common.EvalContext, rows: int) -> list[dict[str, np.ndarray]]:
+  """Up to `rows` rows (batches of ctx.batch_size) of the reference run's CPT eval split."""
+  ref = ctx.reference
+  cfg = ref.meta["config"]
+  data_cfg = ml_collections.ConfigDict(cfg["data"])
+  if ctx.data_dir:
+    data_cfg.data_dir = ctx.data_dir
+  key = (NAME, json.dumps(cfg["data"], sort_keys=True), ctx.data_dir, rows, ctx.batch_size)
+  if key not in ctx.cache:
+    try:
+      it = build_iterator(data_cfg, ref.tokenizer, kind="cpt", seq_len=int(cfg["train"]["seq_len"]),
+                          batch_size=ctx.batch_size, seed=int(cfg.get("seed", 0)), split="eval",
+                          num_epochs=1)
+    except ValueError as e:
+      raise ValueError(f"{ref.workdir}: no held-out CPT data ({e})") from e
+    batches, taken = [], 0
+    for batch in it:
+      if taken + batch["input_ids"].shape[0] > rows:  # keep the shape, drop the extra rows' loss
+        batch = dict(batch, loss_weights=batch["loss_weights"].copy())
+        batch["loss_weights"][rows - taken:] = 0
+      batches.append(batch)
+      taken += batch["input_ids"].shape[0]
+      if taken >= rows:
+        break
+    if not batches:
+      raise ValueError(f"{ref.workdir}: the CPT eval split is empty")
+    ctx.cache[key] = batches
+  return ctx.cache[key]
+
+
+def _masks(ctx: common.EvalContext, batch: dict[str, np.ndarray]
+           ) -> tuple[np.ndarray | None, np.ndarray | None]:
+  """(ffn_masks [B, C, L, F] / [B, L, F] or None, mask_index or None) for this variant."""
+  runner, run = ctx.runner, ctx.runner.run
+  ifp = run.ifp
+  if runner.mode == "full" or ifp.mask_kind == "none":
+    return None, None
+  b = batch["input_ids"].shape[0]
+  if runner.mode == "per_task" or not ifp.uses_predictor:
+    text = ctx.instruction("cpt")
+    masks, _ = instruct_masks.predict_masks(ifp, run.params, runner.tokenizer, [text],
+                                            instruct_masks.max_prompt_len(run.meta))
+    return np.broadcast_to(masks, (b, *masks.shape[1:])), None
+  masks = _chunk_masks_fn(ifp)(run.params, jnp.asarray(batch["predictor_ids"]),
+                               jnp.asarray(batch["predictor_lengths"]))
+  return masks, batch["mask_index"]
+
+
+def run(ctx: common.EvalContext, limit: int | None) -> dict[str, Any]:
+  batches = held_out_batches(ctx, limit or 10**9)
+  run_ = ctx.runner.run
+  if run_.tokenizer.vocab_size != ctx.reference.tokenizer.vocab_size or (
+      run_.meta.get("tokenizer") != ctx.reference.meta.get("tokenizer")):
+    raise ValueError(f"{run_.workdir} uses tokenizer {run_.meta.get('tokenizer')!r}, the main "
+                     f"run {ctx.reference.meta.get('tokenizer')!r}: perplexities would not be "
+                     f"comparable")
+  fn = _nll_fn(json.dumps(run_.ifp.llm.to_dict(), sort_keys=True))
+  nll, tokens, rows = 0.0, 0.0, 0
+  for i, batch in enumerate(batches):
+    masks, mask_index = _masks(ctx, batch)
+    s, t = fn(run_.params["llm"], jnp.asarray(batch["input_ids"]), jnp.asarray(batch["targets"]),
+              jnp.asarray(batch["loss_weights"]), None if masks is None else jnp.asarray(masks),
+              None if mask_index is None else jnp.asarray(mask_index))
+    nll += float(s)
+    tokens += float(t)
+    rows += int((batch["loss_weights"].sum(axis=1) > 0).sum())
+    ctx.progress((i + 1) / len(batches))
+  if tokens == 0:
+    raise ValueError("the held-out CPT batches hold no loss tokens")
+  mean_nll = nll / tokens
+  return {NAME: common.result("perplexity", math.exp(mean_nll), rows, nll_per_token=mean_nll,
+                              tokens=int(tokens), lower_is_better=True)}
