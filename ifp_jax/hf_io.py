@@ -223,3 +223,4 @@ def _write_safetensors(file: pathlib.Path, tensors: dict[str, np.ndarray], dtype
               str(file), metadata={"format": "pt"})
   else:
     raise ValueError(f"export dtype {dtype!r}: expected 'float32' or 'bfloat16'")
+  file.chmod(0o644)  # safetensors writes through a private temp file (mode 0600)

@@ -242,7 +242,8 @@ class Trainer:
           if not math.isfinite(m["loss"]):
             self._save(step, state, stage, it, force=True)
             raise FloatingPointError(f"loss is {m['loss']} at step {step}; checkpoint saved")
-        if step % t.checkpoint_every == 0 or step == stage.end:
+        # Also at the end of a --max_steps budget, so a bounded run can be continued.
+        if step % t.checkpoint_every == 0 or step in (stage.end, budget_end):
           self._save(step, state, stage, it)
         if self._stop_requested:
           self._save(step, state, stage, it, force=True)

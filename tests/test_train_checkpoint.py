@@ -95,3 +95,14 @@ def test_restore_params_only(saved, target):
     name = jax.tree_util.keystr(path)
     assert leaf.sharding == like.sharding, name
     np.testing.assert_array_equal(np.asarray(leaf), value, err_msg=name)
+
+
+def test_max_steps_budget_ends_with_a_checkpoint(tmp_path_factory):
+  """A run bounded by max_steps saves where it stopped; running again continues from there."""
+  from train_utils import committed_steps, read_metrics
+  workdir = tmp_path_factory.mktemp("max_steps")
+  config = small_config(shared_data_dir(tmp_path_factory), mesh=(1, 1, 1), cpt__steps=3)
+  Trainer(config, workdir, devices=jax.devices()[:1]).run(max_steps=2)
+  assert committed_steps(workdir / "checkpoints") == [2]
+  summary = Trainer(config, workdir, devices=jax.devices()[:1]).run()
+  assert summary["step"] == 3 and sorted(read_metrics(workdir)) == [1, 2, 3]
