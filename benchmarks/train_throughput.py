@@ -49,13 +49,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-import jax.numpy as jnp  # noqa: E402
 
-from ifp_jax import hf_io, layers, optim, sharding  # noqa: E402
+from ifp_jax import hf_io, optim, sharding  # noqa: E402
 from ifp_jax.data import packing  # noqa: E402
 from ifp_jax.data.tokenization import load_tokenizer  # noqa: E402
 from ifp_jax.model import IFPConfig  # noqa: E402
-from ifp_jax.model_config import LlamaConfig, to_dtype  # noqa: E402
+from ifp_jax.model_config import LlamaConfig  # noqa: E402
 from ifp_jax.state_init import BATCH_NDIMS, compile_steps, init_state  # noqa: E402
 from ifp_jax.train_step import StepConfig  # noqa: E402
 from ifp_jax.trainer import resolve_models  # noqa: E402
@@ -76,8 +75,6 @@ flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (j
                   "torch: autocast). f32 master weights either way.")
 flags.DEFINE_bool("torch_fused_adamw", False, "torch.optim.AdamW(fused=True) instead of the "
                   "default implementation.")
-flags.DEFINE_bool("flat_mlp", False, "Experiment (a proposed ifp_jax/layers.py change): swap "
-                  "layers.MaskedSwiGLU for FlatMaskedSwiGLU (same params and math).")
 flags.DEFINE_bool("quick", False, "Smoke run: tiny shape, 2 rounds, 2 steps, 512^3 matmul.")
 flags.DEFINE_string("out", None, "Also write the table (with command, machine, date) to this "
                     "markdown file.")
@@ -148,31 +145,6 @@ class JaxVariant:
       self.state, metrics = self.step_fn(self.state, self.batch)
     jax.block_until_ready((self.state, metrics))
     return float(metrics["loss"])
-
-
-class FlatMaskedSwiGLU(layers.MaskedSwiGLU):
-  """MaskedSwiGLU with 2-D [B*T, D] matmuls and the mask applied to `up` (same params, same
-  math up to float rounding). On XLA:CPU the 3-D version's backward writes the SwiGLU gradient
-  transposed ([d_ff, tokens]) in slow loop fusions, and the mask multiply doubles their cost."""
-
-  @nn.compact
-  def __call__(self, x, mask=None):
-    cfg = self.cfg
-    dtype, pdtype = to_dtype(cfg.dtype), to_dtype(cfg.param_dtype)
-    b, t, d = x.shape
-    f = cfg.intermediate_size
-
-    def dense(name, n, axes):
-      return nn.Dense(n, use_bias=False, dtype=dtype, param_dtype=pdtype,
-                      kernel_init=layers._init(cfg, axes), name=name)
-
-    x2 = x.reshape(b * t, d)
-    gate = dense("gate_proj", f, ("embed", "mlp"))(x2)
-    up = dense("up_proj", f, ("embed", "mlp"))(x2)
-    if mask is not None:
-      up = up * jnp.broadcast_to(mask.astype(up.dtype), (b, t, f)).reshape(b * t, f)
-    h = nn.silu(gate) * up
-    return dense("down_proj", cfg.hidden_size, ("mlp", "embed"))(h).reshape(b, t, d)
 
 
 # --------------------------------------------------------------------------- torch peer
@@ -383,12 +355,8 @@ def main(argv):
     print(f"note: jax runs on {jax.default_backend()} but this torch has no CUDA: the torch "
           "variants are skipped (ratios would compare different hardware)")
     variants = [v for v in variants if not v.startswith("torch")]
-  if FLAGS.flat_mlp:  # DecoderLayer looks the class up at trace time
-    layers.MaskedSwiGLU = FlatMaskedSwiGLU
   t_start = time.perf_counter()
   header = machine()
-  if FLAGS.flat_mlp:
-    header += "; EXPERIMENT --flat_mlp (FlatMaskedSwiGLU replaces layers.MaskedSwiGLU)"
   print(header, flush=True)
 
   config, cfg_path = load_config(shape, FLAGS.dtype)
@@ -444,8 +412,8 @@ def main(argv):
       return None
     return statistics.median(x / y for x, y in zip(times[b], times[a]))  # speed a / speed b
 
-  lines = [f"| variant | ms/step (median) | tokens/s | model TFLOP/step | MFU | init s | "
-           f"first step s |", "|---|---|---|---|---|---|---|"]
+  lines = ["| variant | ms/step (median) | tokens/s | model TFLOP/step | MFU | init s | "
+           "first step s |", "|---|---|---|---|---|---|---|"]
   for v in variants:
     med = statistics.median(times[v])
     lines.append(f"| {v} | {med * 1e3:.0f} | {tokens / med:.0f} | {flops[v] / 1e12:.3f} | "

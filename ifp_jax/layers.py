@@ -107,7 +107,7 @@ class Attention(nn.Module):
   @nn.compact
   def __call__(self, x, cos, sin, allowed, cache=None, cache_index=None):
     cfg = self.cfg
-    dtype, pdtype = to_dtype(cfg.dtype), to_dtype(cfg.param_dtype)
+    dtype = to_dtype(cfg.dtype)
     h, kv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.resolved_head_dim
 
     def proj(name, n, axes):
