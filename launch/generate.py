@@ -14,6 +14,7 @@ Greedy by default; --temperature > 0 samples (with --top_k and --seed). The mode
 into a `Runner` (config, params, optional FFN masks, tokenizer): a pruned-inference mode that
 reads a training checkpoint adds one more resolver and reuses the rest.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,16 +26,27 @@ from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "smollm2", "'smollm2', 'gguf:FILE' or an HF directory.")
-flags.DEFINE_string("workdir", None, "A training run directory: pruned inference with its "
-                    "latest checkpoint (overrides --model).")
-flags.DEFINE_string("task_instruction", None, "With --workdir: the predictor reads this task "
-                    "instruction instead of the prompt (per-task mask).")
+flags.DEFINE_string(
+  "workdir",
+  None,
+  "A training run directory: pruned inference with its latest checkpoint (overrides --model).",
+)
+flags.DEFINE_string(
+  "task_instruction",
+  None,
+  "With --workdir: the predictor reads this task "
+  "instruction instead of the prompt (per-task mask).",
+)
 flags.DEFINE_bool("full", False, "With --workdir: no pruning, every FFN unit (the full LLM).")
 flags.DEFINE_string("stop", None, "With --workdir: cut the output at this string.")
 flags.DEFINE_string("prompt", None, "Prompt text.", required=True)
 flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate.")
-flags.DEFINE_bool("chat", False, "Wrap the prompt as one user turn (the model's chat template, "
-                  "else ChatML). Generation stops at end-of-turn/end-of-text tokens.")
+flags.DEFINE_bool(
+  "chat",
+  False,
+  "Wrap the prompt as one user turn (the model's chat template, "
+  "else ChatML). Generation stops at end-of-turn/end-of-text tokens.",
+)
 flags.DEFINE_float("temperature", 0.0, "0 = greedy; > 0 samples.")
 flags.DEFINE_integer("top_k", 0, "Sample from the k most likely tokens (0 = all).")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
@@ -43,87 +55,118 @@ flags.DEFINE_bool("show_prompt", False, "Echo the (templated) prompt before the 
 
 @dataclasses.dataclass
 class Runner:
-    """Everything generation needs; `ffn_masks` [L, F] or None (a gathered model needs none)."""
+  """Everything generation needs; `ffn_masks` [L, F] or None (a gathered model needs none)."""
 
-    cfg: Any
-    params: Any
-    tokenizer: Any  # tokenizers.Tokenizer
-    chat_template: str | None = None
-    ffn_masks: Any = None
-    description: str = ""
+  cfg: Any
+  params: Any
+  tokenizer: Any  # tokenizers.Tokenizer
+  chat_template: str | None = None
+  ffn_masks: Any = None
+  description: str = ""
 
 
 def runner_from_model(spec: str) -> Runner:
-    """A dense model: 'smollm2', 'gguf:FILE' or an HF directory."""
-    from ifp_jax.generate import chat_template, load_model
+  """A dense model: 'smollm2', 'gguf:FILE' or an HF directory."""
+  from ifp_jax.generate import chat_template, load_model
 
-    cfg, params, tokenizer = load_model(spec)
-    return Runner(cfg, params, tokenizer, chat_template(spec), description=f"dense {spec}")
+  cfg, params, tokenizer = load_model(spec)
+  return Runner(cfg, params, tokenizer, chat_template(spec), description=f"dense {spec}")
 
 
-def continue_prompt(runner: Runner, prompt: str, *, max_new_tokens: int, chat: bool,
-                    temperature: float = 0.0, top_k: int = 0, seed: int = 0) -> tuple[str, str]:
-    """-> (the text fed to the model, its continuation with special tokens removed)."""
-    import jax
+def continue_prompt(
+  runner: Runner,
+  prompt: str,
+  *,
+  max_new_tokens: int,
+  chat: bool,
+  temperature: float = 0.0,
+  top_k: int = 0,
+  seed: int = 0,
+) -> tuple[str, str]:
+  """-> (the text fed to the model, its continuation with special tokens removed)."""
+  import jax
 
-    from ifp_jax.generate import chat_prompt, generate, pad_prompts, stop_ids, trim
+  from ifp_jax.generate import chat_prompt, generate, pad_prompts, stop_ids, trim
 
-    text = chat_prompt(prompt, runner.chat_template) if chat else prompt
-    ids = runner.tokenizer.encode(text).ids
-    if not ids:
-        raise app.UsageError("the prompt encodes to no tokens")
-    stops = stop_ids(runner.tokenizer)
-    input_ids, attn = pad_prompts([ids])
-    out = generate(runner.cfg, runner.params, input_ids, attn, max_new_tokens=max_new_tokens,
-                   ffn_masks=runner.ffn_masks, eos_ids=stops, temperature=temperature,
-                   top_k=top_k, rng=jax.random.key(seed))
-    new = trim(out.tokens, out.lengths)[0]
-    return text, runner.tokenizer.decode(new, skip_special_tokens=True)
+  text = chat_prompt(prompt, runner.chat_template) if chat else prompt
+  ids = runner.tokenizer.encode(text).ids
+  if not ids:
+    raise app.UsageError("the prompt encodes to no tokens")
+  stops = stop_ids(runner.tokenizer)
+  input_ids, attn = pad_prompts([ids])
+  out = generate(
+    runner.cfg,
+    runner.params,
+    input_ids,
+    attn,
+    max_new_tokens=max_new_tokens,
+    ffn_masks=runner.ffn_masks,
+    eos_ids=stops,
+    temperature=temperature,
+    top_k=top_k,
+    rng=jax.random.key(seed),
+  )
+  new = trim(out.tokens, out.lengths)[0]
+  return text, runner.tokenizer.decode(new, skip_special_tokens=True)
 
 
 def pruned_generation(prompt: str) -> tuple[str, str]:
-    """--workdir: (the continuation, a description of what ran)."""
-    from ifp_jax.pruned import PrunedRunner
-    from ifp_jax.run_loader import load_run
+  """--workdir: (the continuation, a description of what ran)."""
+  from ifp_jax.pruned import PrunedRunner
+  from ifp_jax.run_loader import load_run
 
-    run = load_run(FLAGS.workdir)
-    mode = "full" if FLAGS.full else ("per_task" if FLAGS.task_instruction else "per_input")
-    runner = PrunedRunner(run, mode)
-    chat = FLAGS.chat or not any(a.startswith(("--chat", "--nochat")) for a in sys.argv)
-    text = runner.generate([prompt], instructions=FLAGS.task_instruction,
-                           max_new_tokens=FLAGS.max_new_tokens, chat=chat,
-                           stop=[FLAGS.stop] if FLAGS.stop else (),
-                           temperature=FLAGS.temperature, top_k=FLAGS.top_k, seed=FLAGS.seed)[0]
-    width = run.ifp.llm.intermediate_size
-    what = (f"{mode}, {runner.cfg_k.intermediate_size}/{width} FFN units per layer, "
-            f"step {run.step} of {run.workdir}")
-    return text, what
+  run = load_run(FLAGS.workdir)
+  mode = "full" if FLAGS.full else ("per_task" if FLAGS.task_instruction else "per_input")
+  runner = PrunedRunner(run, mode)
+  chat = FLAGS.chat or not any(a.startswith(("--chat", "--nochat")) for a in sys.argv)
+  text = runner.generate(
+    [prompt],
+    instructions=FLAGS.task_instruction,
+    max_new_tokens=FLAGS.max_new_tokens,
+    chat=chat,
+    stop=[FLAGS.stop] if FLAGS.stop else (),
+    temperature=FLAGS.temperature,
+    top_k=FLAGS.top_k,
+    seed=FLAGS.seed,
+  )[0]
+  width = run.ifp.llm.intermediate_size
+  what = (
+    f"{mode}, {runner.cfg_k.intermediate_size}/{width} FFN units per layer, "
+    f"step {run.step} of {run.workdir}"
+  )
+  return text, what
 
 
 def main(argv):
-    del argv
-    logging.set_verbosity(logging.WARNING)  # JAX's backend probing logs at INFO
-    start = time.time()
-    if FLAGS.workdir:
-        try:
-            text, what = pruned_generation(FLAGS.prompt)
-        except (FileNotFoundError, ValueError) as e:
-            sys.exit(f"error: {e}")
-        print(text)
-        print(f"[{what}, {time.time() - start:.1f}s]", file=sys.stderr, flush=True)
-        return
+  del argv
+  logging.set_verbosity(logging.WARNING)  # JAX's backend probing logs at INFO
+  start = time.time()
+  if FLAGS.workdir:
     try:
-        runner = runner_from_model(FLAGS.model)
+      text, what = pruned_generation(FLAGS.prompt)
     except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
-    text, continuation = continue_prompt(
-        runner, FLAGS.prompt, max_new_tokens=FLAGS.max_new_tokens, chat=FLAGS.chat,
-        temperature=FLAGS.temperature, top_k=FLAGS.top_k, seed=FLAGS.seed)
-    if FLAGS.show_prompt:
-        print(text, end="")
-    print(continuation)
-    print(f"[{runner.description}, {time.time() - start:.1f}s]", file=sys.stderr, flush=True)
+      sys.exit(f"error: {e}")
+    print(text)
+    print(f"[{what}, {time.time() - start:.1f}s]", file=sys.stderr, flush=True)
+    return
+  try:
+    runner = runner_from_model(FLAGS.model)
+  except (FileNotFoundError, ValueError) as e:
+    sys.exit(f"error: {e}")
+  text, continuation = continue_prompt(
+    runner,
+    FLAGS.prompt,
+    max_new_tokens=FLAGS.max_new_tokens,
+    chat=FLAGS.chat,
+    temperature=FLAGS.temperature,
+    top_k=FLAGS.top_k,
+    seed=FLAGS.seed,
+  )
+  if FLAGS.show_prompt:
+    print(text, end="")
+  print(continuation)
+  print(f"[{runner.description}, {time.time() - start:.1f}s]", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
-    app.run(main)
+  app.run(main)

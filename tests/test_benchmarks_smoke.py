@@ -7,6 +7,7 @@ predictor -> gather -> generate for every variant and print its ratio table.
 """
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -42,3 +43,39 @@ def test_inference_bench_runs_every_variant():
     assert re.search(rf"\| {row} \| \d+ \|", out), out
   assert "pruned / dense_k decode tokens/s" in out
   assert "| masked |" not in out
+
+
+def test_repro_quick_trains_every_method_and_writes_the_tables(tmp_path):
+  """The reproduction's plumbing end to end on a few steps: pretraining, HF export, the four
+  method runs from their pretrained starts, the eval, per-domain tables and the claim checks."""
+  work, out = tmp_path / "work", tmp_path / "out"
+  proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "repro.py"), "--quick",
+                         f"--workdir={work}", f"--out={out}"], cwd=ROOT,
+                        env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},
+                        capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+  md = (out / "results.md").read_text()
+  for label in ("dense-full (d_ff = F)", "dense-small (d_ff = k)", "static pruning F -> k",
+                "IFP F -> k, per input", "IFP F -> k, per task"):
+    assert md.count(f"| {label} |") == 5, label  # 3 skill domains + math + text
+  for row in ("| arithmetic |", "| strings |", "| code |", "| math |"):
+    assert row in md  # the claim check, one row per domain
+  rec = json.loads((out / "results.json").read_text())
+  assert set(rec["train"]) == {"pretrain_full", "pretrain_small", "dense_full", "dense_small",
+                               "static", "ifp"}
+  v = rec["eval"]["variants"]
+  assert (v["dense_full"]["ffn_units"], v["dense_small"]["ffn_units"]) == (512, 128)
+  assert v["per_input"]["ffn_units"] == v["static"]["ffn_units"] == 128
+  # Method runs start from the exported pretrained dense runs.
+  cfg = json.loads((work / "ifp" / "config.json").read_text())
+  assert cfg["model"]["init_from"] == f"hf:{work / 'pretrain_full' / 'hf'}"
+  for f in ("domains.png", "loss_curves.png", "mask_overlap.png"):
+    assert (out / f).read_bytes()[:4] == b"\x89PNG"
+  # A second call reuses the finished runs instead of training again.
+  again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "repro.py"), "--quick",
+                          f"--workdir={work}", f"--out={out}",
+                          "--limit=perplexity:1,skills:1,math:1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"})
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stdout.count("reusing the finished run") == 6

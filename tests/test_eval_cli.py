@@ -39,6 +39,10 @@ def test_results_cover_every_variant_and_benchmark(record):
                                                 "business", "economics", "other"}
     assert {"domain:arithmetic", "add", "python_expr"} <= set(per["skills"]["groups"])
     assert set(per["math"]["groups"]) == {"basic_arithmetic", "gsm_symbolic"}
+    # The graded skills measure: per-token NLL of the gold answer, per domain and skill.
+    nll = per["skills"]["answer_nll_groups"]
+    assert {"domain:strings", "reverse"} <= set(nll) and nll["reverse"]["n"] == 1
+    assert 0 < per["skills"]["answer_nll"] < 20
   v = on_disk["variants"]
   assert v["full"]["ffn_units"] == v["full"]["d_ff"] == 384 and v["per_input"]["ffn_units"] == 128
   assert v["again"]["mode"] == "per_task"
@@ -51,6 +55,7 @@ def test_results_cover_every_variant_and_benchmark(record):
       "perplexity"]["score"]
   md = (out / "results.md").read_text()
   assert "| per_task |" in md and "mmlu_5shot by group" in md
+  assert "skills answer_nll by group" in md
   for f in ("scores.png", "groups_skills.png", "mask_overlap.png", "mask_layers.png"):
     assert (out / f).read_bytes()[:4] == b"\x89PNG"
   ma = on_disk["mask_analysis"]["summary"]

@@ -12,6 +12,7 @@ reasoning-gym's (1.0 = correct; some tasks give partial credit for near-misses),
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, Sequence
 
@@ -40,16 +41,45 @@ def extract_answer(reply: str) -> str:
   return lines[0] if lines else ""
 
 
-def run_seed(run: Any) -> int:
-  """The run's reasoning_gym source seed (0 when it has none)."""
+def _rg_source(run: Any) -> dict[str, Any] | None:
+  """Options of the run's reasoning_gym SFT source (None when it has none)."""
   src_cfg = run.meta.get("config", {}).get("data", {}).get("sft", {}).get("sources", {})
   for src in (src_cfg.values() if isinstance(src_cfg, dict) else src_cfg):
     if src.get("kind") == "reasoning_gym":
-      return int((src.get("options") or {}).get("seed", 0))
-  return 0
+      return dict(src.get("options") or {})
+  return None
 
 
-def datasets(tasks: Sequence[str], size: int, seed: int) -> dict[str, Any]:
+def run_seed(run: Any) -> int:
+  """The run's reasoning_gym source seed (0 when it has none)."""
+  return int((_rg_source(run) or {}).get("seed", 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+  """Which reasoning-gym items a run is evaluated on."""
+  tasks: tuple[str, ...]
+  kwargs: dict[str, dict[str, Any]]
+  seed: int
+  train_size: int  # training items per task to exclude (0: the run trained on none)
+
+
+def task_spec(run: Any) -> TaskSpec:
+  src = _rg_source(run)
+  if src is None:
+    return TaskSpec(DEFAULT_TASKS, {}, 0, 0)
+  kwargs = {t: _plain(kw) for t, kw in dict(src.get("task_kwargs") or {}).items()}
+  return TaskSpec(tuple(src.get("tasks") or ("basic_arithmetic",)), kwargs,
+                  int(src.get("seed", 0)), int(src.get("size", 1000)))
+
+
+def _plain(kw: dict[str, Any]) -> dict[str, Any]:
+  # Config round trips turn tuples into lists; reasoning-gym wants tuples (e.g. operators).
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in dict(kw).items()}
+
+
+def datasets(tasks: Sequence[str], size: int, seed: int,
+             kwargs: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
   """{task: reasoning-gym dataset of `size` held-out items}."""
   import reasoning_gym
 
@@ -57,24 +87,45 @@ def datasets(tasks: Sequence[str], size: int, seed: int) -> dict[str, Any]:
   out = {}
   for task in tasks:
     try:
-      out[task] = reasoning_gym.create_dataset(task, size=size, seed=eval_seed)
-    except (KeyError, ValueError) as e:
+      out[task] = reasoning_gym.create_dataset(task, size=size, seed=eval_seed,
+                                               **(kwargs or {}).get(task, {}))
+    except (KeyError, ValueError, TypeError) as e:
       raise ValueError(f"reasoning-gym task {task!r}: {e}") from e
   return out
+
+
+def held_out_items(spec: TaskSpec, size: int) -> tuple[dict[str, Any], list[tuple[str, Any]], int]:
+  """(datasets, [(task, item)] not among the run's training questions, items dropped)."""
+  dsets = datasets(spec.tasks, size, spec.seed, spec.kwargs)
+  train_seed, _ = sources.reasoning_gym_seeds(spec.seed)
+  items, dropped = [], 0
+  for task, ds in dsets.items():
+    seen = set()
+    if spec.train_size:
+      seen = {r["question"] for r in sources.reasoning_gym_examples(
+          task, spec.train_size, train_seed, **spec.kwargs.get(task, {}))}
+    for i in range(size):
+      if str(ds[i]["question"]) in seen:
+        dropped += 1
+      else:
+        items.append((task, ds[i]))
+  return dsets, items, dropped
 
 
 def instruction_keys(task: str) -> tuple[str, ...]:
   return (f"rg:{task}", TASK_INSTRUCTION_KEYS.get(task, "math"))
 
 
-def run(ctx: common.EvalContext, limit: int | None, tasks: Sequence[str] = DEFAULT_TASKS
+def run(ctx: common.EvalContext, limit: int | None, tasks: Sequence[str] | None = None
         ) -> dict[str, Any]:
   size = limit or 200
-  key = ("math", tuple(tasks), size, run_seed(ctx.reference))
+  spec = task_spec(ctx.reference)
+  if tasks is not None:
+    spec = dataclasses.replace(spec, tasks=tuple(tasks))
+  key = ("math", spec.tasks, size, spec.seed)
   if key not in ctx.cache:
-    ctx.cache[key] = datasets(tasks, size, key[-1])
-  dsets = ctx.cache[key]
-  items = [(task, ds[i]) for task, ds in dsets.items() for i in range(size)]
+    ctx.cache[key] = held_out_items(spec, size)
+  dsets, items, dropped = ctx.cache[key]
   questions = [str(e["question"]) for _, e in items]
   max_new = ctx.max_new_tokens or MAX_NEW_TOKENS
   prompts, cut = common.fit_prompts(ctx.runner, questions, max_new, chat=True)
@@ -92,4 +143,5 @@ def run(ctx: common.EvalContext, limit: int | None, tasks: Sequence[str] = DEFAU
   return {NAME: common.result(
       "reasoning_gym_score", common.mean(scores), len(items),
       common.group_means([t for t, _ in items], scores), exact=common.mean(exact),
-      prompts_truncated=cut, eval_seed=sources.reasoning_gym_seeds(key[-1])[1])}
+      prompts_truncated=cut, eval_seed=sources.reasoning_gym_seeds(spec.seed)[1],
+      dropped_train_duplicates=dropped)}

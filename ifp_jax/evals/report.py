@@ -49,17 +49,23 @@ def markdown(record: Mapping[str, Any]) -> str:
     cells = [f"{_fmt(per[n]['score'])} (n={per[n]['n']})" if n in per else "-" for n in names]
     lines.append(f"| {var} | " + " | ".join(cells) + " |")
   for n in names:
-    groups = list(dict.fromkeys(g for per in results.values() if n in per
-                                for g in per[n]["groups"]))
-    if not groups:
-      continue
-    lines += ["", f"### {n} by group", "", "| variant | " + " | ".join(groups) + " |",
-              "|---|" + "---|" * len(groups)]
-    for var, per in results.items():
-      if n in per:
-        g = per[n]["groups"]
-        lines.append(f"| {var} | " + " | ".join(
-            f"{_fmt(g[x]['score'])} ({g[x]['n']})" if x in g else "-" for x in groups) + " |")
+    # "groups" holds the benchmark's score per group; other "<measure>_groups" fields (e.g. the
+    # skills' answer_nll_groups) get a table each.
+    keys = list(dict.fromkeys(k for per in results.values() if n in per for k in per[n]
+                              if k == "groups" or k.endswith("_groups")))
+    for key in keys:
+      groups = list(dict.fromkeys(g for per in results.values() if n in per
+                                  for g in per[n].get(key, {})))
+      if not groups:
+        continue
+      title = f"{n} by group" if key == "groups" else f"{n} {key[:-len('_groups')]} by group"
+      lines += ["", f"### {title}", "", "| variant | " + " | ".join(groups) + " |",
+                "|---|" + "---|" * len(groups)]
+      for var, per in results.items():
+        if n in per:
+          g = per[n].get(key, {})
+          lines.append(f"| {var} | " + " | ".join(
+              f"{_fmt(g[x]['score'])} ({g[x]['n']})" if x in g else "-" for x in groups) + " |")
   ma = record.get("mask_analysis") or {}
   if ma.get("summary"):
     s = ma["summary"]

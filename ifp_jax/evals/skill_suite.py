@@ -40,10 +40,25 @@ def run(ctx: common.EvalContext, limit: int | None) -> dict[str, Any]:
                                [(e["skill"], e["domain"]) for e in exs])
   preds = common.batched_generate(ctx, prompts, instr, max_new_tokens=max_new, chat=True)
   correct = [float(skills.exact_match(p, e["answer"])) for p, e in zip(preds, exs)]
-  ctx.write_samples(NAME, [{**e, "prediction": p, "correct": bool(c)}
-                           for e, p, c in zip(exs, preds, correct)])
-  by_skill = common.group_means([e["skill"] for e in exs], correct)
-  by_domain = common.group_means([e["domain"] for e in exs], correct)
-  groups = {**{f"domain:{k}": v for k, v in by_domain.items()}, **by_skill}
-  return {NAME: common.result("exact_match", common.mean(correct), len(exs), groups,
-                              prompts_truncated=cut)}
+  nll = answer_nll(ctx, exs, instr)
+  ctx.write_samples(NAME, [{**e, "prediction": p, "correct": bool(c), "answer_nll": v}
+                           for e, p, c, v in zip(exs, preds, correct, nll, strict=True)])
+  return {NAME: common.result("exact_match", common.mean(correct), len(exs),
+                              _by_skill_and_domain(exs, correct), prompts_truncated=cut,
+                              answer_nll=common.mean(nll),
+                              answer_nll_groups=_by_skill_and_domain(exs, nll))}
+
+
+def _by_skill_and_domain(exs: list[dict[str, str]], values: list[float]) -> dict[str, Any]:
+  by_skill = common.group_means([e["skill"] for e in exs], values)
+  by_domain = common.group_means([e["domain"] for e in exs], values)
+  return {**{f"domain:{k}": v for k, v in by_domain.items()}, **by_skill}
+
+
+def answer_nll(ctx: common.EvalContext, exs: list[dict[str, str]], instr: list[str] | None
+               ) -> list[float]:
+  """Per-token NLL (nats) of each gold answer after its chat prompt, under the variant."""
+  answers = [e["answer"] for e in exs]
+  ll = ctx.runner.loglikelihood([e["prompt"] for e in exs], answers, instructions=instr,
+                                chat=True, batch_size=ctx.batch_size)
+  return [-v / len(ctx.runner.tokenizer.encode(a)) for v, a in zip(ll, answers, strict=True)]

@@ -117,7 +117,8 @@ def analysis_prompts(benchmarks_cache: dict, n: int, run: Any
   exs = skill_suite.examples(n, skill_suite.run_seed(run))
   for e in exs:
     out.setdefault(e["domain"], []).append(e["prompt"])
-  for task, ds in math_gym.datasets(math_gym.DEFAULT_TASKS, n, math_gym.run_seed(run)).items():
+  spec = math_gym.task_spec(run)
+  for task, ds in math_gym.datasets(spec.tasks, n, spec.seed, spec.kwargs).items():
     out[task] = [str(ds[i]["question"]) for i in range(n)]
   try:
     out["humaneval"] = [p["prompt"] for p in humaneval.load_problems()[:n]]
