@@ -74,10 +74,14 @@ tail -3 "$RESULTS/pytest_cpu.log" >>"$SUMMARY"
 # --- benchmarks ------------------------------------------------------------------------------
 for bench in benchmarks/*.py; do
   name=bench_$(basename "$bench" .py)
+  # repro.py writes runs and results; keep them here, away from the committed CPU results.
+  extra=()
+  [ "$(basename "$bench")" = repro.py ] && extra=(--workdir="$RESULTS/repro_runs" \
+    --out="$RESULTS/repro")
   if grep -q -- "--quick" "$bench"; then
-    step "$name" "$PY" "$bench" $QUICK_FLAG
+    step "$name" "$PY" "$bench" $QUICK_FLAG "${extra[@]}"
   else
-    step "$name" "$PY" "$bench"
+    step "$name" "$PY" "$bench" "${extra[@]}"
   fi
   cat "$RESULTS/$name.log" >>"$SUMMARY"
 done

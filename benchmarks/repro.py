@@ -24,7 +24,11 @@ folders written by `launch.export` (`--config.model.init_from=hf:DIR`). Then `la
 suite scores every variant on held-out data: perplexity on held-out CPT files, the skill
 suite (exact match and the gold answer's per-token NLL, per skill and domain) and
 reasoning-gym (its scorer; items that repeat a training question left out), and analyses the
-IFP masks (overlap heatmaps).
+IFP masks (overlap heatmaps). An identical earlier eval in --workdir is reused.
+
+--ablation=NAME:X=V;Y=W (repeatable) retrains `ifp` from the same pretrained start with those
+config overrides, as run ifp_NAME, and adds a table of its per-input scores next to the main
+IFP run, each paired against dense-small on the same items (what to try when IFP does not win).
 
 Writes to --out: results.md (the tables, claim checks, command, machine, timings),
 results.json, domains.png (score per domain and method), loss_curves.png (training loss of
@@ -59,6 +63,9 @@ flags.DEFINE_string("limit", "perplexity:64,skills:100,math:200",
                     "Eval samples (launch.eval --limit syntax; --quick: small unless given).")
 flags.DEFINE_bool("quick", False, "Smoke run: a few steps per run, small eval (minutes).")
 flags.DEFINE_list("override", [], "Extra --config.X=V overrides for every run (e.g. seed=1).")
+flags.DEFINE_multi_string("ablation", [], "NAME:X=V;Y=W: also train configs/repro/ifp.py with "
+                          "these overrides (from the same pretrained start) as run ifp_NAME and "
+                          "compare it per input with the main runs. Repeatable.")
 
 METHODS = {  # variant name in the eval -> (table label, run)
     "dense_full": ("dense-full (d_ff = F)", "dense_full"),
@@ -79,29 +86,33 @@ QUICK_OVERRIDES = ["cpt.warmup_steps=1", "sft.warmup_steps=1", "train.log_every=
                    "data.sft.sources.math.options.eval_size=20",
                    "data.cpt.sources.stdlib.options.max_files=40"]
 QUICK_STEPS = {"pretrain": ["cpt.steps=6"], "method": ["cpt.steps=4", "sft.steps=6"]}
+BENCHMARKS = ["perplexity", "skills", "math"]
 QUICK_LIMIT = "perplexity:4,skills:2,math:4"
 
 
 # --- training -------------------------------------------------------------------------------
 def _overrides(name: str) -> list[str]:
-  kind = "pretrain" if name in PRETRAINED.values() else "method"
+  kind = "pretrain" if name in PRETRAINED.values() else "method"  # ablations are methods
   quick = QUICK_OVERRIDES + QUICK_STEPS[kind] if FLAGS.quick else []
   return quick + list(FLAGS.override)
 
 
-def train(name: str, workdir: pathlib.Path, extra: list[str] = ()) -> dict:
-  """Trains configs/repro/NAME.py into workdir/NAME (reused when finished); its record."""
+def train(name: str, workdir: pathlib.Path, extra: list[str] = (), config: str | None = None
+          ) -> dict:
+  """Trains configs/repro/CONFIG.py (default NAME) into workdir/NAME (reused when finished)."""
   run_dir = workdir / name
   record_file = run_dir / "repro_train.json"
   overrides = _overrides(name) + list(extra)
+  sha = config_sha(config or name)
   if record_file.exists():
     rec = json.loads(record_file.read_text())
-    if rec.get("overrides") == overrides:
+    if rec.get("overrides") == overrides and rec.get("config_sha") == sha:
       print(f"[repro] {name}: reusing the finished run in {run_dir}", flush=True)
       return rec
-    sys.exit(f"repro: {run_dir} was trained with overrides {rec.get('overrides')}, not "
-             f"{overrides}; use another --workdir or delete it")
-  cmd = [sys.executable, "-m", "launch.train", f"--config=configs/repro/{name}.py",
+    sys.exit(f"repro: {run_dir} was trained with another config (overrides "
+             f"{rec.get('overrides')}, config files sha {rec.get('config_sha')}; now {overrides},"
+             f" {sha}); use another --workdir or delete it")
+  cmd = [sys.executable, "-m", "launch.train", f"--config=configs/repro/{config or name}.py",
          f"--workdir={run_dir}"] + [f"--config.{o}" for o in overrides]
   print(f"[repro] training {name}: {' '.join(cmd[1:])}", flush=True)
   t0 = time.perf_counter()
@@ -110,9 +121,20 @@ def train(name: str, workdir: pathlib.Path, extra: list[str] = ()) -> dict:
     sys.exit(f"repro: training {name} failed (exit {code}); its log: {run_dir / 'train.log'}")
   summary = json.loads((run_dir / "summary.json").read_text())
   rec = {"run": name, "seconds": round(time.perf_counter() - t0, 1), "overrides": overrides,
+         "config_sha": sha,
          "step": summary["step"], "stages": summary["stages"]}
   record_file.write_text(json.dumps(rec, indent=2))
   return rec
+
+
+def config_sha(config: str) -> str:
+  """Hash of the config files a run is built from (configs/repro/common.py + CONFIG.py)."""
+  import hashlib
+
+  h = hashlib.sha256()
+  for f in ("common.py", f"{config}.py"):
+    h.update((ROOT / "configs" / "repro" / f).read_bytes())
+  return h.hexdigest()[:16]
 
 
 def export_hf(name: str, workdir: pathlib.Path) -> pathlib.Path:
@@ -143,15 +165,31 @@ def _stream(cmd: list[str], run_dir: pathlib.Path, log_name: str = "train.log") 
 
 
 # --- evaluation -----------------------------------------------------------------------------
-def evaluate(workdir: pathlib.Path, runs: list[str], limit: str) -> dict:
+def evaluate(main: pathlib.Path, out_dir: pathlib.Path, variants: list[str], limit: str
+             ) -> dict:
+  """launch.eval's suite on `main` with `variants`; an earlier identical eval is reused."""
   from ifp_jax.evals import suite
 
-  variants = [f"baseline:{r}={workdir / r}" for r in runs if r != "ifp"] + ["per_input",
-                                                                             "per_task"]
-  print(f"[repro] evaluating: {', '.join(v.split('=')[0] for v in variants)}", flush=True)
-  return suite.evaluate(workdir / "ifp", benchmarks="perplexity,skills,math", limit=limit,
-                        variants=",".join(variants), out_dir=workdir / "eval",
-                        stream=sys.stdout)
+  spec = ",".join(variants)
+  prev = out_dir / "results.json"
+  if prev.exists():
+    rec = json.loads(prev.read_text())
+    steps = {n: v["step"] for n, v in rec["variants"].items()}
+    same = (rec["settings"]["variants"] == spec and rec["settings"]["limits"] ==
+            suite.parse_limits(limit, BENCHMARKS))
+    now = {n: _run_step(pathlib.Path(v["workdir"])) for n, v in rec["variants"].items()}
+    if same and steps == now:
+      print(f"[repro] reusing the eval in {out_dir}", flush=True)
+      return rec
+  print(f"[repro] evaluating {main.name}: {', '.join(v.split('=')[0] for v in variants)}",
+        flush=True)
+  return suite.evaluate(main, benchmarks=",".join(BENCHMARKS), limit=limit, variants=spec,
+                        out_dir=out_dir, stream=sys.stdout)
+
+
+def _run_step(run_dir: pathlib.Path) -> int | None:
+  summary = run_dir / "summary.json"
+  return json.loads(summary.read_text()).get("step") if summary.exists() else None
 
 
 # --- tables ---------------------------------------------------------------------------------
@@ -210,6 +248,8 @@ def domain_tables(record: dict) -> tuple[dict, list[str]]:
   # held-out CPT text
   tables["text"] = {}
   lines += ["", "### Text: held-out Python stdlib files (perplexity per byte, lower is better)",
+            "", "Measured after SFT, which trains on chat answers only: this mostly shows how "
+            "much text modelling each method kept through SFT.",
             "", "| method | FFN units on / per layer | perplexity | rows |", "|---|---|---|---|"]
   for m in methods:
     r = results[m]["perplexity"]
@@ -246,7 +286,8 @@ def claim_checks(tables: dict, samples_dir: pathlib.Path) -> list[str]:
            "IFP - small: mean over the same eval items of (IFP per input - dense-small), with two "
            "standard errors of that paired difference. Better = the difference exceeds 2 s.e. in "
            "the good direction (higher score, lower NLL / perplexity). Gap closed = (IFP - small) "
-           "/ (full - small).", "",
+           "/ (full - small), shown only where dense-full beats dense-small by more than 2 s.e. "
+           "(paired): without that gap the claim cannot be tested on that measure.", "",
            "| domain | measure | dense-small | IFP per input | dense-full | IFP - small (2 s.e.) "
            "| IFP better than dense-small? | gap closed |", "|---|---|---|---|---|---|---|---|"]
   variants = [v for v in ("dense_small", "per_input", "dense_full") if v in tables["math"]]
@@ -263,8 +304,11 @@ def claim_checks(tables: dict, samples_dir: pathlib.Path) -> list[str]:
     better = ("yes" if sign * diff.mean() > two_se else "no, worse" if sign * diff.mean() < -two_se
               else "within noise")
     closed = "-"
-    if full is not None and abs(full.mean() - small.mean()) > 1e-9:
-      closed = f"{diff.mean() / (full.mean() - small.mean()):.0%}"
+    if full is not None:
+      gap = full - small  # only a gap dense-full really opens can be closed
+      gap_2se = 2 * gap.std(ddof=1) / np.sqrt(len(gap)) if len(gap) > 1 else float("nan")
+      closed = (f"{diff.mean() / gap.mean():.0%}" if sign * gap.mean() > gap_2se
+                else "n/a: dense-full not better")
     lines.append(f"| {domain} | {measure} | {_fmt(small.mean())} | {_fmt(ifp.mean())} | "
                  f"{_fmt(full.mean()) if full is not None else '-'} | {diff.mean():+.3f} "
                  f"({_fmt(two_se)}) | {better} | {closed} |")
@@ -272,9 +316,52 @@ def claim_checks(tables: dict, samples_dir: pathlib.Path) -> list[str]:
   if {"dense_small", "per_input"} <= t.keys():
     small, ifp = t["dense_small"]["avg"], t["per_input"]["avg"]
     full = t.get("dense_full", {}).get("avg")
-    closed = f"{(ifp - small) / (full - small):.0%}" if full and full != small else "-"
+    closed = f"{(ifp - small) / (full - small):.0%}" if full and full < small else "-"
     lines.append(f"| text | perplexity | {_fmt(small)} | {_fmt(ifp)} | {_fmt(full)} | "
                  f"{ifp - small:+.3f} (-) | {'lower' if ifp < small else 'higher'} | {closed} |")
+  return lines
+
+
+def ablation_table(workdir: pathlib.Path, ablations: dict[str, dict],
+                   train_records: dict[str, dict]) -> list[str]:
+  """IFP per input with other settings, next to the main IFP run, paired against dense-small
+  on the same eval items."""
+  import numpy as np
+
+  from ifp_jax.data import skills
+
+  if not ablations:
+    return []
+  base = workdir / "eval" / "samples"
+  small = paired_measures(base, ["dense_small"])
+  measures = [(d, "exact match") for d in skills.DOMAINS] + [
+      (d, "answer NLL") for d in skills.DOMAINS] + [("math", "reasoning-gym score")]
+  head = " | ".join(f"{d} {'EM' if m == 'exact match' else 'NLL' if m == 'answer NLL' else ''}"
+                    .strip() for d, m in measures)
+  lines = ["", "## Ablations of IFP (per input)", "",
+           "Each row retrains `ifp` from the same pretrained start with the overrides shown "
+           "(`--ablation`). Cells: the measure, and in brackets the paired difference to "
+           "dense-small on the same items; * = beyond 2 s.e. in IFP's favour, ! = beyond 2 s.e. "
+           "against it.", "", f"| run | overrides | train s | {head} | held-out SFT loss |",
+           "|---|---|---|" + "---|" * (len(measures) + 1)]
+  rows = [("ifp", "(main run)", base, "per_input")] + [
+      (f"ifp_{n}", "; ".join(o for o in train_records[f"ifp_{n}"]["overrides"]
+                             if not o.startswith("model.init_from=")
+                             and o not in _overrides(f"ifp_{n}")),
+       workdir / f"eval_ifp_{n}" / "samples", "per_input") for n in ablations]
+  for run, over, sdir, variant in rows:
+    mine = paired_measures(sdir, [variant])
+    cells = []
+    for key in measures:
+      x, y = np.asarray(mine[key][variant]), np.asarray(small[key]["dense_small"])
+      d = x - y
+      two_se = 2 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+      sign = -1.0 if key[1] == "answer NLL" else 1.0
+      mark = "*" if sign * d.mean() > two_se else "!" if sign * d.mean() < -two_se else ""
+      cells.append(f"{x.mean():.3f} ({d.mean():+.3f}{mark})")
+    rec = train_records[run]
+    lines.append(f"| {run} | {over or '-'} | {rec['seconds']:.0f} | " + " | ".join(cells) +
+                 f" | {_fmt((rec['stages'].get('sft') or {}).get('eval_loss_hard_masks'))} |")
   return lines
 
 
@@ -322,7 +409,7 @@ def plot_losses(workdir: pathlib.Path, runs: list[str], path: pathlib.Path) -> N
   panels = (("pretraining (dense, CPT text)", pretrain, "cpt"),
             ("continued pre-training", runs, "cpt"), ("SFT", runs, "sft"))
   fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-  for ax, (title, names, stage) in zip(axes, panels):
+  for ax, (title, names, stage) in zip(axes, panels, strict=True):
     for r in names:
       rows = [json.loads(ln) for ln in open(workdir / r / "metrics.jsonl") if ln.strip()]
       rows = [x for x in rows if x.get("stage") == stage and "ce" in x]
@@ -364,13 +451,25 @@ def main(argv):
   starts = {p: export_hf(p, workdir) for p in dict.fromkeys(PRETRAINED[r] for r in runs)}
   for r in runs:
     train_records[r] = train(r, workdir, [f"model.init_from=hf:{starts[PRETRAINED[r]]}"])
-  record = evaluate(workdir, runs, limit)
+  variants = [f"baseline:{r}={workdir / r}" for r in runs if r != "ifp"] + ["per_input",
+                                                                             "per_task"]
+  record = evaluate(workdir / "ifp", workdir / "eval", variants, limit)
+  ablations = {}
+  for spec in FLAGS.ablation:
+    name, _, over = spec.partition(":")
+    run = f"ifp_{name}"
+    train_records[run] = train(run, workdir, [f"model.init_from=hf:{starts['pretrain_full']}"]
+                               + [o.strip() for o in over.split(";") if o.strip()], config="ifp")
+    ablations[name] = evaluate(workdir / run, workdir / f"eval_{run}", ["per_input"], limit)
   t_total = time.perf_counter() - t0
 
   tables, table_lines = domain_tables(record)
-  train_min = sum(r["seconds"] for r in train_records.values()) / 60
+  ablation_runs = [f"ifp_{n}" for n in ablations]
+  train_min = sum(r["seconds"] for n, r in train_records.items() if n not in ablation_runs) / 60
   eval_min = record["seconds"] / 60
   compute_min = train_min + eval_min
+  ablation_min = (sum(train_records[n]["seconds"] for n in ablation_runs) +
+                  sum(r["seconds"] for r in ablations.values())) / 60
   cmd = " ".join(["python", os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
   lines = ["# Miniature reproduction: IFPruning vs dense and static baselines", "",
            f"Command: `{cmd}`  ", f"Machine: {machine()}  ",
@@ -378,6 +477,8 @@ def main(argv):
            f"  ", f"Time: {compute_min:.1f} min end to end = training {train_min:.1f} (the "
            f"runs' own times, below) + eval {eval_min:.1f}; this invocation took "
            f"{t_total / 60:.1f} min (finished runs in --workdir are reused)."
+           + (f" Ablations: {ablation_min:.1f} min more (training + eval)." if ablations
+              else "")
            + ("  \n**--quick smoke run: the numbers mean nothing.**" if FLAGS.quick else ""),
            "", "Setup: configs/repro/common.py (byte-level Llama, 4 layers x 128, F = "
            f"{record['variants']['per_input']['d_ff']} FFN units per layer, k = "
@@ -392,12 +493,13 @@ def main(argv):
     cpt, sft = rec["stages"].get("cpt") or {}, rec["stages"].get("sft") or {}
     n_cpt = cpt.get("last_step", 0)
     n_sft = sft["last_step"] - n_cpt if sft else 0
-    start = "random init" if r in PRETRAINED.values() else PRETRAINED[r]
+    start = "random init" if r in PRETRAINED.values() else PRETRAINED.get(r, "pretrain_full")
     lines.append(f"| {r} | configs/repro/{r}.py | {start} | {n_cpt} + {n_sft} | "
                  f"{rec['seconds']:.0f} | {_fmt(cpt.get('last_loss'))} | "
                  f"{_fmt(sft.get('last_loss'))} | {_fmt(sft.get('eval_loss_hard_masks'))} |")
   lines += ["", "## Held-out scores per domain (the shape of the paper's Tables 1-2)"]
   lines += table_lines + claim_checks(tables, workdir / "eval" / "samples")
+  lines += ablation_table(workdir, ablations, train_records)
   ma = (record.get("mask_analysis") or {}).get("summary")
   if ma:
     lines += ["", "## IFP masks", "",
@@ -413,6 +515,8 @@ def main(argv):
   (out / "results.json").write_text(json.dumps(
       {"command": cmd, "machine": machine(), "seconds": round(t_total, 1), "train": train_records,
        "tables": tables, "eval": {k: record[k] for k in ("settings", "variants", "results")},
+       "ablations": {n: {"train": train_records[f"ifp_{n}"], "results": r["results"]}
+                     for n, r in ablations.items()},
        "mask_analysis": ma}, indent=2))
   plot_domains(tables, out / "domains.png")
   plot_losses(workdir, runs, out / "loss_curves.png")

@@ -71,11 +71,15 @@ def test_repro_quick_trains_every_method_and_writes_the_tables(tmp_path):
   assert cfg["model"]["init_from"] == f"hf:{work / 'pretrain_full' / 'hf'}"
   for f in ("domains.png", "loss_curves.png", "mask_overlap.png"):
     assert (out / f).read_bytes()[:4] == b"\x89PNG"
-  # A second call reuses the finished runs instead of training again.
+  # A second call reuses the finished runs and the eval, and adds an IFP ablation.
   again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "repro.py"), "--quick",
-                          f"--workdir={work}", f"--out={out}",
-                          "--limit=perplexity:1,skills:1,math:1"],
+                          f"--workdir={work}", f"--out={out}", "--ablation=soft:model.eps=0.5"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600,
                          env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"})
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.count("reusing the finished run") == 6
+  assert "reusing the eval" in again.stdout and "training ifp_soft" in again.stdout
+  md = (out / "results.md").read_text()
+  assert "## Ablations of IFP (per input)" in md and "| ifp_soft | model.eps=0.5 |" in md
+  cfg = json.loads((work / "ifp_soft" / "config.json").read_text())
+  assert cfg["model"]["eps"] == 0.5 and cfg["model"]["mask_kind"] == "soft_topk"
