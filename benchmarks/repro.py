@@ -44,6 +44,7 @@ import math
 import os
 import pathlib
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -128,13 +129,13 @@ def train(name: str, workdir: pathlib.Path, extra: list[str] = (), config: str |
 
 
 def config_sha(config: str) -> str:
-  """Hash of the config files a run is built from (configs/repro/common.py + CONFIG.py)."""
+  """Hash of the config a run is built from (configs/repro/CONFIG.py resolved, before the
+  command-line overrides, which the record keeps separately)."""
   import hashlib
+  import importlib
 
-  h = hashlib.sha256()
-  for f in ("common.py", f"{config}.py"):
-    h.update((ROOT / "configs" / "repro" / f).read_bytes())
-  return h.hexdigest()[:16]
+  cfg = importlib.import_module(f"configs.repro.{config}").get_config()
+  return hashlib.sha256(cfg.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:16]
 
 
 def export_hf(name: str, workdir: pathlib.Path) -> pathlib.Path:
@@ -470,7 +471,7 @@ def main(argv):
   compute_min = train_min + eval_min
   ablation_min = (sum(train_records[n]["seconds"] for n in ablation_runs) +
                   sum(r["seconds"] for r in ablations.values())) / 60
-  cmd = " ".join(["python", os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+  cmd = shlex.join(["python", os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
   lines = ["# Miniature reproduction: IFPruning vs dense and static baselines", "",
            f"Command: `{cmd}`  ", f"Machine: {machine()}  ",
            f"Date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='minutes')}"
@@ -494,7 +495,8 @@ def main(argv):
     n_cpt = cpt.get("last_step", 0)
     n_sft = sft["last_step"] - n_cpt if sft else 0
     start = "random init" if r in PRETRAINED.values() else PRETRAINED.get(r, "pretrain_full")
-    lines.append(f"| {r} | configs/repro/{r}.py | {start} | {n_cpt} + {n_sft} | "
+    config = r if r in PRETRAINED or r in PRETRAINED.values() else "ifp"  # ablations: ifp
+    lines.append(f"| {r} | configs/repro/{config}.py | {start} | {n_cpt} + {n_sft} | "
                  f"{rec['seconds']:.0f} | {_fmt(cpt.get('last_loss'))} | "
                  f"{_fmt(sft.get('last_loss'))} | {_fmt(sft.get('eval_loss_hard_masks'))} |")
   lines += ["", "## Held-out scores per domain (the shape of the paper's Tables 1-2)"]
