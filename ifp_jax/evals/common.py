@@ -81,6 +81,15 @@ def group_means(keys: Sequence[str], values: Sequence[float]) -> dict[str, dict[
   return {k: {"score": sum(v) / len(v), "n": len(v)} for k, v in out.items()}
 
 
+def sft_source_options(run: Any, kind: str) -> dict[str, Any] | None:
+  """Options of the run's first SFT source of `kind` (None when its mixture has none)."""
+  src_cfg = run.meta.get("config", {}).get("data", {}).get("sft", {}).get("sources", {})
+  for src in (src_cfg.values() if isinstance(src_cfg, dict) else src_cfg):
+    if src.get("kind") == kind:
+      return dict(src.get("options") or {})
+  return None
+
+
 def mean(values: Sequence[float]) -> float:
   return sum(values) / len(values) if values else float("nan")
 

@@ -41,20 +41,6 @@ def extract_answer(reply: str) -> str:
   return lines[0] if lines else ""
 
 
-def _rg_source(run: Any) -> dict[str, Any] | None:
-  """Options of the run's reasoning_gym SFT source (None when it has none)."""
-  src_cfg = run.meta.get("config", {}).get("data", {}).get("sft", {}).get("sources", {})
-  for src in (src_cfg.values() if isinstance(src_cfg, dict) else src_cfg):
-    if src.get("kind") == "reasoning_gym":
-      return dict(src.get("options") or {})
-  return None
-
-
-def run_seed(run: Any) -> int:
-  """The run's reasoning_gym source seed (0 when it has none)."""
-  return int((_rg_source(run) or {}).get("seed", 0))
-
-
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
   """Which reasoning-gym items a run is evaluated on."""
@@ -65,7 +51,7 @@ class TaskSpec:
 
 
 def task_spec(run: Any) -> TaskSpec:
-  src = _rg_source(run)
+  src = common.sft_source_options(run, "reasoning_gym")
   if src is None:
     return TaskSpec(DEFAULT_TASKS, {}, 0, 0)
   kwargs = {t: _plain(kw) for t, kw in dict(src.get("task_kwargs") or {}).items()}

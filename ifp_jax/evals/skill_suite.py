@@ -19,11 +19,7 @@ MAX_NEW_TOKENS = 24  # the longest answer is 7 characters + end of turn
 
 def run_seed(run: Any) -> int:
   """The seed of the run's skills source (0 when it has none)."""
-  sources = run.meta.get("config", {}).get("data", {}).get("sft", {}).get("sources", {})
-  for src in (sources.values() if isinstance(sources, dict) else sources):
-    if src.get("kind") == "skills":
-      return int((src.get("options") or {}).get("seed", 0))
-  return 0
+  return int((common.sft_source_options(run, "skills") or {}).get("seed", 0))
 
 
 def examples(limit: int | None, seed: int = 0) -> list[dict[str, str]]:
