@@ -26,11 +26,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-from ifp_jax import gather, masking  # noqa: E402
-from ifp_jax.decoder import Decoder, KVCache  # noqa: E402
-from ifp_jax.generate import generate  # noqa: E402
-from ifp_jax.model_config import LlamaConfig, PredictorHeadConfig  # noqa: E402
-from ifp_jax.predictor import SparsityPredictor  # noqa: E402
+from ifp_jax.model import gather, masking  # noqa: E402
+from ifp_jax.model.decoder import Decoder, KVCache  # noqa: E402
+from ifp_jax.infer.generate import generate  # noqa: E402
+from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig  # noqa: E402
+from ifp_jax.model.predictor import SparsityPredictor  # noqa: E402
 
 SMOLLM2 = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536,
                       num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,

@@ -105,7 +105,7 @@ step memory_gpu_vs_cpu env CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-0}" "$P
 import importlib.util, json, os, subprocess, sys, tempfile
 sys.path.insert(0, os.getcwd())
 import jax
-from ifp_jax import compile_check
+from ifp_jax.train import compile_check
 
 def load(path, recipe, batch):
   spec = importlib.util.spec_from_file_location("cfg", path)

@@ -5,7 +5,7 @@
 
 Variants (batch 1, greedy, one process, measured alternately: every round runs each variant
 once, in reversed order every other round; ratios are medians of per-round ratios):
-  full      the LLM with all d_ff = 1536 FFN units (ifp_jax.generate, no masks);
+  full      the LLM with all d_ff = 1536 FFN units (ifp_jax.infer.generate, no masks);
   pruned    per-input IFP: predictor (the LLM's first 4 layers + a 576 -> 128 -> 30 x 1536 head,
             as configs/smollm2_135m.py builds it) reads the prompt's first `max_prompt_len`
             tokens -> top-k unit indices -> gather.gather_ffn to width k = 512 -> generate with
@@ -41,13 +41,14 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ifp_jax import gather, instruct_masks, masking  # noqa: E402
+from ifp_jax.model import gather, masking  # noqa: E402
+from ifp_jax.infer import instruction_masks as instruct_masks  # noqa: E402
 from ifp_jax.data.tokenization import load_tokenizer  # noqa: E402
-from ifp_jax.decoder import Decoder  # noqa: E402
-from ifp_jax.generate import generate, load_model  # noqa: E402
-from ifp_jax.model import IFPConfig  # noqa: E402
-from ifp_jax.model_config import LlamaConfig, PredictorHeadConfig  # noqa: E402
-from ifp_jax.predictor import SparsityPredictor, backbone_from_llm  # noqa: E402
+from ifp_jax.model.decoder import Decoder  # noqa: E402
+from ifp_jax.infer.generate import generate, load_model  # noqa: E402
+from ifp_jax.model.ifp_model import IFPConfig  # noqa: E402
+from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig  # noqa: E402
+from ifp_jax.model.predictor import SparsityPredictor, backbone_from_llm  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("prompt_len", 512, "Prompt tokens (prefill length).")

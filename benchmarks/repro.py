@@ -140,7 +140,7 @@ def config_sha(config: str) -> str:
 
 def export_hf(name: str, workdir: pathlib.Path) -> pathlib.Path:
   """The finished run workdir/NAME as an HF folder (launch.export; reused when complete)."""
-  from ifp_jax.export.writer import COMPLETE_MARKER
+  from ifp_jax.io.export.writer import COMPLETE_MARKER
 
   out = workdir / name / "hf"
   if not (out / COMPLETE_MARKER).exists():

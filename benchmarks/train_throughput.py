@@ -11,7 +11,7 @@ device, all resident in one process and measured alternately (round r runs every
   jax_dense    the same step with mask_kind 'none' (no predictor, no masks);
   torch_ifp    transformers LlamaForCausalLM + a torch predictor (LlamaModel backbone + the same
                2-layer head) + exact soft top-k (sort + logcumsumexp, implicit-gradient backward
-               as ifp_jax.masking), masks applied by a forward pre-hook on every layer's
+               as ifp_jax.model.masking), masks applied by a forward pre-hook on every layer's
                mlp.down_proj input (= silu(gate) * up), torch.optim.AdamW per group with the same
                clipping; weights are OUR initial params exported through hf_io, so the masks come
                from the same predictor scores (the first-step losses are printed side by side);
@@ -50,14 +50,15 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 
-from ifp_jax import hf_io, optim, sharding  # noqa: E402
+from ifp_jax.io import hf as hf_io  # noqa: E402
+from ifp_jax.train import optim, sharding  # noqa: E402
 from ifp_jax.data import packing  # noqa: E402
 from ifp_jax.data.tokenization import load_tokenizer  # noqa: E402
-from ifp_jax.model import IFPConfig  # noqa: E402
-from ifp_jax.model_config import LlamaConfig  # noqa: E402
-from ifp_jax.state_init import BATCH_NDIMS, compile_steps, init_state  # noqa: E402
-from ifp_jax.train_step import StepConfig  # noqa: E402
-from ifp_jax.trainer import resolve_models  # noqa: E402
+from ifp_jax.model.ifp_model import IFPConfig  # noqa: E402
+from ifp_jax.model.config import LlamaConfig  # noqa: E402
+from ifp_jax.train.state import BATCH_NDIMS, compile_steps, init_state  # noqa: E402
+from ifp_jax.train.step import StepConfig  # noqa: E402
+from ifp_jax.train.trainer import resolve_models  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("shape", "smollm2", ["smollm2", "tiny"], "configs/smollm2_135m.py (real "
@@ -150,7 +151,7 @@ class JaxVariant:
 # --------------------------------------------------------------------------- torch peer
 
 class _SoftTopK(torch.autograd.Function):
-  """Exact entropic top-k (same closed form and implicit VJP as ifp_jax.masking.soft_topk)."""
+  """Exact entropic top-k (same closed form and implicit VJP as ifp_jax.model.masking.soft_topk)."""
 
   @staticmethod
   def forward(ctx, s, k: int, eps: float):

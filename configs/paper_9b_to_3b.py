@@ -19,12 +19,12 @@ the fast interconnect and data parallelism across slower links; per-device memor
   h100x16    2 nodes, 16 x H100 80GB  mesh (2, 8, 1)   batch 32 x 4096   (data across nodes)
   v5p_64     TPU v5p-64 = 32 chips (8 hosts, 95 GB HBM each)   mesh (1, 32, 1)   batch 64
   v5p_128    TPU v5p-128 = 64 chips (16 hosts)                 mesh (1, 64, 1)   batch 128
-Shape constraints (ifp_jax/validate.py): tensor must divide 16 heads, d_ff, k = 6656 = 2^9 * 13
+Shape constraints (ifp_jax/train/validate.py): tensor must divide 16 heads, d_ff, k = 6656 = 2^9 * 13
 and the vocab (tensor <= 8; the 2 KV heads are replicated for tensor > 2); fsdp must divide
 d_model 2048 and the predictor's 1024; data * fsdp must divide the batch and be a multiple of
 the process count.
 """
-from ifp_jax.config import default_config, llama_fields
+from ifp_jax.train.config import default_config, llama_fields
 
 RECIPES = {
     # name: devices, processes (hosts or one per GPU), mesh, global batch, HBM per device (GiB)

@@ -16,7 +16,7 @@ so data parallelism over every device is the fastest: (-1, 1, 1). The shapes con
 3, so keep tensor = 1; fsdp must divide hidden 576 (1, 2, 4, 8, ... 64). On one CPU, 'cpu' runs
 f32; on GPUs/TPUs bf16 compute with f32 master weights and f32 Adam state.
 """
-from ifp_jax.config import default_config
+from ifp_jax.train.config import default_config
 
 # name -> overrides; devices / processes / hbm_gib describe the target for launch.compile_check.
 RECIPES = {

@@ -3,7 +3,7 @@
 Byte tokenizer, a 4-layer 128-wide LLM with d_ff 384 of which k = 128 units stay on per layer,
 and a 1-layer predictor. Shapes divide every mesh of 8 devices used in the tests.
 """
-from ifp_jax.config import default_config, llama_fields
+from ifp_jax.train.config import default_config, llama_fields
 
 
 def get_config():

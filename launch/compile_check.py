@@ -5,10 +5,10 @@
   # every recipe of a config file (RECIPES dict: devices, processes, hbm_gib), as a table
   python -m launch.compile_check --config=configs/paper_9b_to_3b.py --recipes=all
 
-Nothing is allocated: see ifp_jax/compile_check.py. Each device count runs in its own child
+Nothing is allocated: see ifp_jax/train/compile_check.py. Each device count runs in its own child
 process (the fake device count is fixed when JAX starts), bounded by --timeout.
 A config whose shapes do not divide the mesh fails before compiling, naming the field
-(ifp_jax/validate.py), with exit status 2.
+(ifp_jax/train/validate.py), with exit status 2.
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def _child(config_spec: str, num_devices: int, num_processes: int, json_out: str
 
 
 def _run_children(targets: list[tuple[str, str, int, int, float | None]]) -> int:
-  from ifp_jax.compile_check import Report, describe, markdown_table
+  from ifp_jax.train.compile_check import Report, describe, markdown_table
   rows, status = [], 0
   with tempfile.TemporaryDirectory() as tmp:
     for name, spec, devices, processes, hbm in targets:
@@ -140,7 +140,7 @@ def _mesh() -> tuple[int, ...] | None:
 def _child_main() -> None:
   import jax
 
-  from ifp_jax import compile_check, validate
+  from ifp_jax.train import compile_check, validate
   config = FLAGS.config
   if FLAGS.mesh:
     config.mesh = _mesh()

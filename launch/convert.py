@@ -62,11 +62,11 @@ def prepare_out(out: pathlib.Path, overwrite: bool) -> None:
 
 def read_source(source: str):
   """-> (cfg, numpy params, special token ids {bos,eos,pad} or {}, writer of tokenizer files)."""
-  from ifp_jax import hf_io
-  from ifp_jax.model_config import LlamaConfig
+  from ifp_jax.io import hf as hf_io
+  from ifp_jax.model.config import LlamaConfig
 
   if source == "smollm2" or source.startswith("gguf:"):
-    from ifp_jax import gguf_io
+    from ifp_jax.io import gguf as gguf_io
 
     path = gguf_io.find_smollm2_gguf() if source == "smollm2" else pathlib.Path(source[5:])
     hf_config, state = gguf_io.read_gguf_llama(path)
@@ -100,7 +100,7 @@ def read_source(source: str):
 
 def convert(source: str, out: pathlib.Path, dtype: str, overwrite: bool) -> list[pathlib.Path]:
   """Writes the HF directory; returns the files written."""
-  from ifp_jax import hf_io
+  from ifp_jax.io import hf as hf_io
 
   prepare_out(out, overwrite)
   cfg, params, special, write_tokenizer = read_source(source)

@@ -21,7 +21,7 @@ predictor  backbone/ (HF Llama) + head.safetensors + predictor_config.json + ifp
 
 Outputs are written to OUT.tmp-XXXX and renamed when complete; an existing non-empty OUT needs
 --overwrite. Params are gathered to the host one leaf at a time and written by process 0.
-Task names: the built-in skills, skill domains and benchmarks (ifp_jax.instruct_masks).
+Task names: the built-in skills, skill domains and benchmarks (ifp_jax.infer.instruction_masks).
 """
 from __future__ import annotations
 
@@ -71,11 +71,12 @@ def main(argv):
   del argv
   from absl import logging
   logging.set_verbosity(logging.WARNING)
-  from ifp_jax import distributed
+  from ifp_jax.train import distributed
   distributed.initialize()
   import jax
 
-  from ifp_jax import export, sharding
+  from ifp_jax.io import export
+  from ifp_jax.train import sharding
 
   try:
     if (FLAGS.workdir is None) == (FLAGS.source is None):

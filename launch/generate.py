@@ -5,7 +5,7 @@
   python -m launch.generate --workdir=runs/tiny --prompt="Reverse the word.\nhello"
   python -m launch.generate --workdir=runs/tiny --prompt="hello" --task_instruction="Reverse the word."
 
-With --workdir (a launch.train run), generation is pruned inference (ifp_jax/pruned.py): the
+With --workdir (a launch.train run), generation is pruned inference (ifp_jax/infer/pruned.py): the
 predictor reads the prompt (or --task_instruction), the kept FFN units are gathered into a dense
 width-k model, which decodes with the KV cache. --chat defaults to on there (runs are SFT'd on
 ChatML turns).
@@ -67,7 +67,7 @@ class Runner:
 
 def runner_from_model(spec: str) -> Runner:
   """A dense model: 'smollm2', 'gguf:FILE' or an HF directory."""
-  from ifp_jax.generate import chat_template, load_model
+  from ifp_jax.infer.generate import chat_template, load_model
 
   cfg, params, tokenizer = load_model(spec)
   return Runner(cfg, params, tokenizer, chat_template(spec), description=f"dense {spec}")
@@ -86,7 +86,7 @@ def continue_prompt(
   """-> (the text fed to the model, its continuation with special tokens removed)."""
   import jax
 
-  from ifp_jax.generate import chat_prompt, generate, pad_prompts, stop_ids, trim
+  from ifp_jax.infer.generate import chat_prompt, generate, pad_prompts, stop_ids, trim
 
   text = chat_prompt(prompt, runner.chat_template) if chat else prompt
   ids = runner.tokenizer.encode(text).ids
@@ -112,8 +112,8 @@ def continue_prompt(
 
 def pruned_generation(prompt: str) -> tuple[str, str]:
   """--workdir: (the continuation, a description of what ran)."""
-  from ifp_jax.pruned import PrunedRunner
-  from ifp_jax.run_loader import load_run
+  from ifp_jax.infer.pruned import PrunedRunner
+  from ifp_jax.infer.run_loader import load_run
 
   run = load_run(FLAGS.workdir)
   mode = "full" if FLAGS.full else ("per_task" if FLAGS.task_instruction else "per_input")

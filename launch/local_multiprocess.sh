@@ -5,7 +5,7 @@
 #   bash launch/local_multiprocess.sh N D -- --config=configs/tiny.py --workdir=runs/mp [...]
 #
 # Runs `python -m launch.train ARGS` N times with IFP_COORDINATOR=127.0.0.1:PORT,
-# IFP_NUM_PROCESSES=N, IFP_PROCESS_ID=i (read by ifp_jax/distributed.py), JAX_PLATFORMS=cpu and
+# IFP_NUM_PROCESSES=N, IFP_PROCESS_ID=i (read by ifp_jax/train/distributed.py), JAX_PLATFORMS=cpu and
 # XLA_FLAGS=--xla_force_host_platform_device_count=D; the global mesh has N*D devices.
 # Environment: PYTHON (default .venv/bin/python if present, else python3), IFP_PORT (default: a
 # free port), IFP_LOG_DIR (default: a new temp dir; process i logs to process_i.log there;

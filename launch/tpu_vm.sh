@@ -9,7 +9,7 @@
 #   bash launch/tpu_vm.sh delete
 #
 # Every worker runs the same `python -m launch.train ...` with IFP_DISTRIBUTED=1:
-# ifp_jax/distributed.py then calls jax.distributed.initialize(), which reads the slice's
+# ifp_jax/train/distributed.py then calls jax.distributed.initialize(), which reads the slice's
 # topology from the TPU VM metadata (one process per host, 4 chips each on v5p).
 # The workdir must be one directory that every worker sees at the same path (Orbax writes each
 # host's shards there and process 0 writes metrics): set GCS_BUCKET to mount a bucket with

@@ -19,9 +19,9 @@ def main(argv):
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax/TFDS chatter; ours stays at INFO
   logging.getLogger("ifp_jax").setLevel(logging.INFO)
-  from ifp_jax import distributed
+  from ifp_jax.train import distributed
   distributed.initialize()
-  from ifp_jax.trainer import Trainer, kept_fraction
+  from ifp_jax.train.trainer import Trainer, kept_fraction
 
   config = FLAGS.config
   config.lock()

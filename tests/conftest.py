@@ -23,7 +23,7 @@ def trained_run(tmp_path_factory):
   """
   import train_utils as tu
 
-  from ifp_jax.trainer import Trainer
+  from ifp_jax.train.trainer import Trainer
 
   workdir = tmp_path_factory.mktemp("trained_run")
   config = tu.small_config(tu.shared_data_dir(tmp_path_factory), mesh=(1, 1, 1), cpt__steps=6,

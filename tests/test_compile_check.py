@@ -13,7 +13,7 @@ import jax
 import pytest
 import train_utils as tu
 
-from ifp_jax import compile_check, validate
+from ifp_jax.train import compile_check, validate
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GIB = 1024**3
@@ -98,7 +98,7 @@ def test_paper_config_tensor_parallel_limits():
 
 def _ifp(config):
   from ifp_jax.data.tokenization import load_tokenizer
-  from ifp_jax.trainer import resolve_models
+  from ifp_jax.train.trainer import resolve_models
   return resolve_models(config, load_tokenizer(config.data.tokenizer))[0]
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import train_utils as tu
 
-from ifp_jax import validate
+from ifp_jax.train import validate
 from ifp_jax.data.tokenization import load_tokenizer
-from ifp_jax.trainer import Trainer, resolve_models
+from ifp_jax.train.trainer import Trainer, resolve_models
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted(p.name for p in (REPO / "configs").glob("*.py") if p.name != "__init__.py")

@@ -111,7 +111,7 @@ def test_bad_specs():
 
 
 def test_smollm2_tokenizer():
-  gguf_io = pytest.importorskip("ifp_jax.gguf_io")
+  gguf_io = pytest.importorskip("ifp_jax.io.gguf")
   if not hasattr(gguf_io, "tokenizer_from_gguf"):
     pytest.skip("gguf_io.tokenizer_from_gguf not available yet")
   try:

@@ -21,10 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ifp_jax import export, hf_io, masking
-from ifp_jax.decoder import Decoder
-from ifp_jax.generate import generate, pad_prompts, trim
-from ifp_jax.instruct_masks import kept_units, predict_masks, pruned_model, task_instruction
+from ifp_jax.io import export, hf as hf_io
+from ifp_jax.model import masking
+from ifp_jax.model.decoder import Decoder
+from ifp_jax.infer.generate import generate, pad_prompts, trim
+from ifp_jax.infer.instruction_masks import kept_units, predict_masks, pruned_model, task_instruction
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -74,7 +75,7 @@ def until_stop(tokens: list[int], stop_ids) -> list[int]:
 
 
 def assert_same_greedy(model_dir, cfg, params, tokenizer, prompts, max_new_tokens: int):
-  """transformers generate == ifp_jax.generate on the same left-padded batch, token for token."""
+  """transformers generate == ifp_jax.infer.generate on the same left-padded batch, token for token."""
   encoded = [chat_ids(tokenizer, p) for p in prompts]
   ids, mask = pad_prompts(encoded, pad_id=tokenizer.pad_id)
   gen = generate(cfg, params, ids, mask, max_new_tokens=max_new_tokens,
@@ -169,7 +170,7 @@ def test_torch_predictor_selects_same_units(src, exported):
   finally:
     sys.path.pop(0)
   assert pathlib.Path(ifp_predictor.__file__).read_text() == (
-      REPO / "ifp_jax" / "torch_predictor.py").read_text()
+      REPO / "ifp_jax" / "io" / "torch_predictor.py").read_text()
   pred = ifp_predictor.IFPPredictor.from_pretrained(str(exported["predictor"]))
   assert len(INSTRUCTIONS) == 20
   got = pred.kept_units(INSTRUCTIONS).numpy()
@@ -237,7 +238,7 @@ def test_fold_soft_mask_equals_soft_masked_model(src, tmp_path, probe_ids):
 
 def test_sharded_checkpoint_exports_same_tensors(trained_run, src, exported, tmp_path):
   """Params restored over 8 devices (fsdp) are gathered leaf by leaf into the same files."""
-  from ifp_jax import sharding
+  from ifp_jax.train import sharding
   mesh = sharding.make_mesh((1, 8, 1), jax.devices()[:8])
   sharded = export.from_run(trained_run, mesh=mesh)
   gate = sharded.params["llm"]["layers"]["mlp"]["gate_proj"]["kernel"]
@@ -370,7 +371,7 @@ def test_killed_export_leaves_nothing_complete(trained_run, tmp_path):
   """SIGKILL mid-write (no cleanup runs): OUT does not exist; only a partial .tmp- dir does."""
   out = tmp_path / "killed"
   code = ("import os, signal, sys\n"
-          "from ifp_jax import export\n"
+          "from ifp_jax.io import export\n"
           "src = export.from_run(sys.argv[1])\n"
           "seen = []\n"
           "def hook(name):\n"
@@ -434,7 +435,7 @@ def test_lm_eval_runs_offline_on_pruned_export(src, exported, tmp_path):
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
   pytest.importorskip("gguf")
-  from ifp_jax import gguf_io
+  from ifp_jax.io import gguf as gguf_io
   try:
     gguf_io.find_smollm2_gguf()
   except FileNotFoundError as e:
@@ -451,7 +452,7 @@ def test_smollm2_full_and_pruned_logits(smollm2):
   """f32 logits within 1e-4 (abs) + 1e-4 (rel), the criterion of tests/test_hf_io.py: over 30
   layers the max abs difference is ~1e-4 on logits up to ~30 (torch vs XLA summation order; the
   exported weights themselves are bit-exact, checked below)."""
-  from ifp_jax import gguf_io
+  from ifp_jax.io import gguf as gguf_io
   src = smollm2["src"]
   _, state = gguf_io.read_gguf_llama(gguf_io.find_smollm2_gguf())
   written = safetensors_dir(smollm2["full"])

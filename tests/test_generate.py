@@ -9,10 +9,11 @@ import pytest
 import torch
 import transformers
 
-from ifp_jax import gather, hf_io, masking
-from ifp_jax.generate import GenerateOutput, chat_prompt, generate, pad_prompts, stop_ids, trim
-from ifp_jax.generate import _compiled as compiled_generate
-from ifp_jax.model_config import LlamaConfig
+from ifp_jax.model import gather, masking
+from ifp_jax.io import hf as hf_io
+from ifp_jax.infer.generate import GenerateOutput, chat_prompt, generate, pad_prompts, stop_ids, trim
+from ifp_jax.infer.generate import _compiled as compiled_generate
+from ifp_jax.model.config import LlamaConfig
 
 VOCAB = 97
 PROMPTS = [[5, 17, 3, 88, 41, 9, 60], [12, 7], [33, 2, 70, 70, 14, 25, 8, 91, 50, 4, 19]]

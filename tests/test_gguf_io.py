@@ -19,7 +19,7 @@ import gguf  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from ifp_jax import gguf_io  # noqa: E402
+from ifp_jax.io import gguf as gguf_io  # noqa: E402
 
 TEXTS = [
     "def fib(n: int) -> int:\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n",

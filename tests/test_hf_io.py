@@ -9,9 +9,9 @@ import pytest
 import torch
 import transformers
 
-from ifp_jax import hf_io
-from ifp_jax.decoder import Decoder
-from ifp_jax.model_config import LlamaConfig
+from ifp_jax.io import hf as hf_io
+from ifp_jax.model.decoder import Decoder
+from ifp_jax.model.config import LlamaConfig
 
 LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                   "high_freq_factor": 4.0, "original_max_position_embeddings": 16}

@@ -1,11 +1,11 @@
-"""Tests for ifp_jax.masking: exact SoftTopK, implicit gradient, CoDA, top-k, HardConcrete."""
+"""Tests for ifp_jax.model.masking: exact SoftTopK, implicit gradient, CoDA, top-k, HardConcrete."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ifp_jax import masking as M
+from ifp_jax.model import masking as M
 
 
 def _bisection_lam(s: np.ndarray, k: int, eps: float) -> np.ndarray:

@@ -5,11 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ifp_jax import gather, masking
-from ifp_jax.decoder import Decoder, KVCache
-from ifp_jax.model import IFPConfig, IFPModel, init_params
-from ifp_jax.model_config import LlamaConfig, PredictorHeadConfig
-from ifp_jax.predictor import SparsityPredictor, backbone_from_llm
+from ifp_jax.model import gather, masking
+from ifp_jax.model.decoder import Decoder, KVCache
+from ifp_jax.model.ifp_model import IFPConfig, IFPModel, init_params
+from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
+from ifp_jax.model.predictor import SparsityPredictor, backbone_from_llm
 
 LLM = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
                   num_attention_heads=4, num_key_value_heads=2, initializer_range=0.2)

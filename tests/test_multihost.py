@@ -25,11 +25,11 @@ import numpy as np
 import pytest
 import train_utils as tu
 
-from ifp_jax.checkpointing import Checkpointer
+from ifp_jax.train.checkpointing import Checkpointer
 from ifp_jax.data.pipeline import build_iterator
 from ifp_jax.data.tokenization import load_tokenizer
-from ifp_jax.state_init import abstract_state
-from ifp_jax.trainer import Trainer
+from ifp_jax.train.state import abstract_state
+from ifp_jax.train.trainer import Trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MESH = (8, 1, 1)

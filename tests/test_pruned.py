@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from ifp_jax import generate as gen
-from ifp_jax import instruct_masks, run_loader
+from ifp_jax.infer import generate as gen
+from ifp_jax.infer import instruction_masks as instruct_masks, run_loader
 from ifp_jax.data import skills
-from ifp_jax.pruned import PrunedRunner, cut_at_stop
+from ifp_jax.infer.pruned import PrunedRunner, cut_at_stop
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_loglikelihood_matches_token_by_token_sum(run):
   import jax.numpy as jnp
   masks, _ = instruct_masks.predict_masks(run.ifp, run.params, run.tokenizer, [ctx],
                                           instruct_masks.max_prompt_len(run.meta))
-  from ifp_jax.decoder import Decoder
+  from ifp_jax.model.decoder import Decoder
   for cont, value in zip(conts, got):
     c = runner.encode_prompt(ctx, True)
     ids = jnp.asarray([c + run.tokenizer.encode(cont)])

@@ -3,8 +3,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from ifp_jax import run_loader
-from ifp_jax.checkpointing import Checkpointer
+from ifp_jax.infer import run_loader
+from ifp_jax.train.checkpointing import Checkpointer
 
 
 def test_load_run_matches_checkpoint(trained_run):

@@ -13,9 +13,9 @@ import pytest
 import torch
 import transformers
 
-from ifp_jax import gguf_io
-from ifp_jax.decoder import Decoder
-from ifp_jax.generate import chat_prompt, chat_template, generate, load_model, pad_prompts, trim
+from ifp_jax.io import gguf as gguf_io
+from ifp_jax.model.decoder import Decoder
+from ifp_jax.infer.generate import chat_prompt, chat_template, generate, load_model, pad_prompts, trim
 
 CHAT = "What is the capital of France?"
 TEXTS = {

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from train_utils import shared_data_dir, small_config
 
-from ifp_jax import checkpointing, sharding
-from ifp_jax.state_init import BATCH_NDIMS, abstract_state, compile_steps
-from ifp_jax.trainer import Trainer
+from ifp_jax.train import checkpointing, sharding
+from ifp_jax.train.state import BATCH_NDIMS, abstract_state, compile_steps
+from ifp_jax.train.trainer import Trainer
 
 SAVE_MESH, RESTORE_MESH = (1, 8, 1), (2, 2, 2)
 STEPS = 2

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from train_utils import read_metrics, shared_data_dir, small_config
 
-from ifp_jax.trainer import Trainer
+from ifp_jax.train.trainer import Trainer
 
 D_FF = 384  # configs/tiny.py
 

@@ -14,7 +14,7 @@ import jax
 import pytest
 from train_utils import assert_close_rel, read_metrics, shared_data_dir, small_config
 
-from ifp_jax.trainer import Trainer
+from ifp_jax.train.trainer import Trainer
 
 STEPS = {"cpt": 3, "sft": 3}
 MESHES = [(8, 1, 1), (1, 8, 1), (2, 2, 2), (1, 4, 2)]

@@ -10,8 +10,8 @@ import jax
 import pytest
 import train_utils as tu
 
-from ifp_jax.checkpointing import Checkpointer
-from ifp_jax.trainer import Trainer
+from ifp_jax.train.checkpointing import Checkpointer
+from ifp_jax.train.trainer import Trainer
 
 STEPS = {"cpt__steps": 8, "sft__steps": 3}
 TOTAL = sum(STEPS.values())

@@ -13,7 +13,7 @@ methods keep k = F/4 = 128 per layer, so dense-small (d_ff = 128) has the same a
 Data: CPT on Python stdlib source; SFT on a mixture of the built-in skill suite (3 domains,
 14 skills) and two short reasoning-gym arithmetic tasks.
 """
-from ifp_jax.config import default_config, llama_fields
+from ifp_jax.train.config import default_config, llama_fields
 from ifp_jax.data.pipeline import source_config
 
 F = 512  # FFN units per layer of the full model

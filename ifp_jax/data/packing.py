@@ -4,7 +4,7 @@ Documents are tokenized and each followed by EOS, concatenated into one stream, 
 rows of T+1 tokens with stride T (the last token of a row is the first of the next, so every
 token is a target exactly once). Row r: ``input_ids = row[:-1]``, ``targets = row[1:]``.
 
-Chunk routing (method.md section 5, K = `num_chunks`, P = T / K, C = K - 1):
+Chunk routing (docs/method.md §5, K = `num_chunks`, P = T / K, C = K - 1):
   * the targets are cut into K chunks of P tokens; chunk k covers target positions
     [k*P, (k+1)*P);
   * predictor input c (c = 0..K-2) is the tokens of target chunk c:

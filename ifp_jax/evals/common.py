@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from ifp_jax import instruct_masks
+from ifp_jax.infer import instruction_masks as instruct_masks
 
 # Task instructions used by per-task masks beyond `instruct_masks.task_names()`.
 EXTRA_INSTRUCTIONS = {

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ifp_jax import instruct_masks
+from ifp_jax.infer import instruction_masks as instruct_masks
 
 
 def check_masks(masks: np.ndarray, k: int | None = None, name: str = "masks") -> np.ndarray:

@@ -22,13 +22,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ifp_jax import instruct_masks
+from ifp_jax.infer import instruction_masks as instruct_masks
 from ifp_jax.data.pipeline import build_iterator
-from ifp_jax.decoder import Decoder
+from ifp_jax.model.decoder import Decoder
 from ifp_jax.evals import common
-from ifp_jax.losses import weighted_cross_entropy
-from ifp_jax.model import IFPConfig, IFPModel
-from ifp_jax.model_config import LlamaConfig
+from ifp_jax.train.losses import weighted_cross_entropy
+from ifp_jax.model.ifp_model import IFPConfig, IFPModel
+from ifp_jax.model.config import LlamaConfig
 
 NAME = "perplexity"
 DEFAULT_LIMIT = 32  # rows of seq_len tokens

@@ -21,7 +21,7 @@ import re
 import time
 from typing import Any, Sequence
 
-from ifp_jax import run_loader
+from ifp_jax.infer import run_loader
 from ifp_jax.evals import (common, humaneval, masks_analysis, math_gym, mmlu, perplexity, report,
                            skill_suite)
 
@@ -139,7 +139,7 @@ def evaluate(workdir: str | pathlib.Path, *, benchmarks: str | Sequence[str] | N
              analysis: bool = True, out_dir: str | pathlib.Path | None = None,
              stream=None) -> dict[str, Any]:
   """Runs the eval and writes its outputs; returns the results.json record."""
-  from ifp_jax.pruned import PrunedRunner
+  from ifp_jax.infer.pruned import PrunedRunner
 
   t0 = time.perf_counter()
   names = parse_benchmarks(benchmarks)

@@ -18,8 +18,8 @@ import jax
 import numpy as np
 
 from ifp_jax.data.tokenization import Tokenizer, load_tokenizer
-from ifp_jax.model import IFPConfig, init_params
-from ifp_jax.model_config import LlamaConfig, PredictorHeadConfig
+from ifp_jax.model.ifp_model import IFPConfig, init_params
+from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
 
 
 @dataclasses.dataclass
@@ -33,8 +33,8 @@ class ExportSource:
 
 
 def from_run(workdir, step: int | None = None, mesh=None) -> ExportSource:
-  from ifp_jax.instruct_masks import max_prompt_len
-  from ifp_jax.run_loader import load_run
+  from ifp_jax.infer.instruction_masks import max_prompt_len
+  from ifp_jax.infer.run_loader import load_run
 
   run = load_run(workdir, step=step, mesh=mesh, dtype="float32")
   return ExportSource(ifp=run.ifp, params=run.params, tokenizer=run.tokenizer,
@@ -49,8 +49,8 @@ def smollm2_source(k: int = 512, predictor_layers: int = 4, seed: int = 0,
                    ) -> ExportSource:
   """SmolLM2-135M-Instruct as an IFP model (soft_topk, random predictor head)."""
   head = head or PredictorHeadConfig()
-  from ifp_jax import gguf_io, hf_io
-  from ifp_jax.predictor import backbone_from_llm
+  from ifp_jax.io import gguf as gguf_io, hf as hf_io
+  from ifp_jax.model.predictor import backbone_from_llm
 
   path = gguf_io.find_smollm2_gguf()
   hf_cfg, state = gguf_io.read_gguf_llama(path)

@@ -28,8 +28,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ifp_jax import sharding, validate
-from ifp_jax.state_init import BATCH_NDIMS, abstract_state, compile_steps
+from ifp_jax.train import sharding, validate
+from ifp_jax.train.state import BATCH_NDIMS, abstract_state, compile_steps
 
 GIB = 1024**3
 
@@ -109,7 +109,7 @@ def compile_train_step(config, *, stage: str = "cpt", process_count: int = 1) ->
   """Validates `config` against its mesh over all local devices, then lowers and compiles the
   trainer's train step on abstract inputs. Raises validate.ConfigValidationError first when a
   shape does not divide the mesh (`process_count` is the target's, for the batch checks)."""
-  from ifp_jax.trainer import Trainer  # the trainer's own model, optimizer and step config
+  from ifp_jax.train.trainer import Trainer  # the trainer's own model, optimizer and step config
 
   mesh_shape = sharding.resolve_mesh_shape(tuple(config.mesh), jax.device_count())
   with tempfile.TemporaryDirectory(prefix="ifp_compile_check_") as workdir:

@@ -47,7 +47,7 @@ class LlamaConfig:
   remat: str = "none"
   # nn.scan unroll factor over layers. XLA:CPU with several (fake) devices can deadlock on
   # collectives inside a loop (rendezvous keys repeat across iterations): CPU meshes use
-  # scan_unroll = num_hidden_layers (see ifp_jax.sharding.cpu_safe_unroll).
+  # scan_unroll = num_hidden_layers (see ifp_jax.train.sharding.cpu_safe_unroll).
   scan_unroll: int = 1
 
   def __post_init__(self):

@@ -13,9 +13,9 @@ import jax
 import numpy as np
 import optax
 
-from ifp_jax import sharding
-from ifp_jax.model import IFPConfig, init_params
-from ifp_jax.train_step import StepConfig, TrainState, create_state, eval_step, init_lagrange, train_step
+from ifp_jax.train import sharding
+from ifp_jax.model.ifp_model import IFPConfig, init_params
+from ifp_jax.train.step import StepConfig, TrainState, create_state, eval_step, init_lagrange, train_step
 
 
 def _boxed_params(ifp: IFPConfig, rng):

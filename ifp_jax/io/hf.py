@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from ifp_jax.model_config import LlamaConfig
+from ifp_jax.model.config import LlamaConfig
 
 Params = dict[str, Any]
 

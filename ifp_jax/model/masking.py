@@ -4,7 +4,7 @@ Shapes: masks are per row over the last axis (units). In the model a score tenso
 ``[B, L, d_ff]`` (logical axes ``act_batch, None, act_mlp``) and every function here treats the
 leading axes as batch dimensions, so the same code serves ``[n]``, ``[L, n]`` and ``[B, L, n]``.
 
-SoftTopK (method.md section 4): for one row ``s`` in R^n, budget ``k`` and temperature ``eps``
+SoftTopK (docs/method.md §4): for one row ``s`` in R^n, budget ``k`` and temperature ``eps``
 
     lam = argmax_l  s.l + eps*H(l)   s.t.  sum(l) = k,  0 <= l_i <= 1
 
@@ -14,7 +14,7 @@ One can show ``tau_r >= tau*`` for every ``r`` in ``0..k-1`` with equality at th
 saturated entries, so ``tau* = min_r tau_r``: no consistency search and no branch.
 
 HardConcrete and the Lagrangian budget term follow Louizos et al. / Sheared-LLaMA
-(method.md section 6).
+(docs/method.md §6).
 """
 
 from __future__ import annotations

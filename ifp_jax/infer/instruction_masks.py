@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ifp_jax.data import skills
-from ifp_jax.gather import gather_ffn, gathered_config, kept_indices
-from ifp_jax.model import IFPConfig, IFPModel
-from ifp_jax.model_config import LlamaConfig
+from ifp_jax.model.gather import gather_ffn, gathered_config, kept_indices
+from ifp_jax.model.ifp_model import IFPConfig, IFPModel
+from ifp_jax.model.config import LlamaConfig
 
 # One-to-three-sentence task prompts in the spirit of the paper's per-task instructions.
 DOMAIN_INSTRUCTIONS = {

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ifp_jax.model_config import LlamaConfig
+from ifp_jax.model.config import LlamaConfig
 
 Array = jax.Array
 

@@ -21,7 +21,7 @@ import shutil
 from typing import Sequence
 
 from ifp_jax.data.tokenization import ByteTokenizer, Tokenizer
-from ifp_jax.export.writer import ExportError, is_writer
+from ifp_jax.io.export.writer import ExportError, is_writer
 
 # ChatML exactly as `Tokenizer.apply_chat_template` renders it (no default system prompt).
 CHATML_TEMPLATE = (
@@ -49,7 +49,7 @@ def write_byte_tokenizer(out_dir: pathlib.Path, max_length: int) -> None:
   from tokenizers import AddedToken, decoders, models, pre_tokenizers
   from tokenizers import Tokenizer as HFTok
 
-  from ifp_jax.gguf_io import _bytes_to_unicode  # noqa: PLC2701 - GPT-2's byte alphabet
+  from ifp_jax.io.gguf import _bytes_to_unicode  # noqa: PLC2701 - GPT-2's byte alphabet
 
   ours = ByteTokenizer()
   alphabet = _bytes_to_unicode()
@@ -82,7 +82,7 @@ def write_tokenizer_files(spec: str, out_dir: pathlib.Path, max_length: int) -> 
   if spec == "bytes":
     write_byte_tokenizer(out_dir, max_length)
   elif kind in ("smollm2", "gguf"):
-    from ifp_jax import gguf_io
+    from ifp_jax.io import gguf as gguf_io
     path = gguf_io.find_smollm2_gguf() if kind == "smollm2" else pathlib.Path(arg)
     gguf_io.write_hf_tokenizer_files(path, out_dir)
   elif kind == "hf" and arg:

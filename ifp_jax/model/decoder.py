@@ -17,8 +17,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from ifp_jax.layers import DecoderLayer, RMSNorm, constrain, rope_cos_sin
-from ifp_jax.model_config import LlamaConfig, to_dtype
+from ifp_jax.model.layers import DecoderLayer, RMSNorm, constrain, rope_cos_sin
+from ifp_jax.model.config import LlamaConfig, to_dtype
 
 Array = jax.Array
 

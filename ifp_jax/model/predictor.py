@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ifp_jax.decoder import Decoder
-from ifp_jax.layers import constrain
-from ifp_jax.model_config import LlamaConfig, PredictorHeadConfig
+from ifp_jax.model.decoder import Decoder
+from ifp_jax.model.layers import constrain
+from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
 
 Array = jax.Array
 

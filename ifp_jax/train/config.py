@@ -6,8 +6,8 @@ from __future__ import annotations
 import ml_collections
 
 from ifp_jax.data.pipeline import default_data_config
-from ifp_jax.model import IFPConfig
-from ifp_jax.model_config import LlamaConfig, PredictorHeadConfig
+from ifp_jax.model.ifp_model import IFPConfig
+from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
 
 
 def llama_fields(**overrides) -> ml_collections.ConfigDict:

@@ -1,7 +1,7 @@
 """Llama building blocks: RMSNorm, rotary embeddings, GQA attention with a KV cache, masked SwiGLU.
 
 Parameter names follow HF (`q_proj`, `gate_proj`, `input_layernorm`, ...) so weight I/O is a
-rename + transpose. Every parameter carries logical axis names; `ifp_jax.sharding` maps them to
+rename + transpose. Every parameter carries logical axis names; `ifp_jax.train.sharding` maps them to
 mesh axes. `MaskedSwiGLU` is the one place where FFN masks touch the model.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ifp_jax.model_config import LlamaConfig, to_dtype
+from ifp_jax.model.config import LlamaConfig, to_dtype
 
 Array = jax.Array
 
@@ -145,7 +145,7 @@ class MaskedSwiGLU(nn.Module):
 
   x [B, T, D]; mask None or broadcastable to [B, T, F] (per sequence [B, 1, F] or per token).
   Masking unit i == deleting column i of W_gate/W_up and row i of W_down, which is what
-  `ifp_jax.gather` does for inference.
+  `ifp_jax.model.gather` does for inference.
   """
 
   cfg: LlamaConfig

@@ -16,15 +16,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ifp_jax import masking
-from ifp_jax.export import hf_tokenizer
-from ifp_jax.export.source import ExportSource
-from ifp_jax.export.writer import (COMPLETE_MARKER, DEFAULT_SHARD_BYTES, ExportError, atomic_dir,
+from ifp_jax.model import masking
+from ifp_jax.io.export import hf_tokenizer
+from ifp_jax.io.export.source import ExportSource
+from ifp_jax.io.export.writer import (COMPLETE_MARKER, DEFAULT_SHARD_BYTES, ExportError, atomic_dir,
                                    check_out, host_array, is_writer, save_safetensors, write_json,
                                    write_llama_config, write_llama_weights)
-from ifp_jax.gather import gather_ffn, gathered_config, kept_indices
-from ifp_jax.instruct_masks import predict_masks, task_instruction
-from ifp_jax.model_config import LlamaConfig
+from ifp_jax.model.gather import gather_ffn, gathered_config, kept_indices
+from ifp_jax.infer.instruction_masks import predict_masks, task_instruction
+from ifp_jax.model.config import LlamaConfig
 
 FORMAT_VERSION = 1
 PREDICTOR_FILE = "ifp_predictor.py"

@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ifp_jax import masking
-from ifp_jax.losses import weighted_cross_entropy
-from ifp_jax.model import IFPConfig, IFPModel
+from ifp_jax.model import masking
+from ifp_jax.train.losses import weighted_cross_entropy
+from ifp_jax.model.ifp_model import IFPConfig, IFPModel
 
 Array = jax.Array
 

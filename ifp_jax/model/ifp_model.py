@@ -18,11 +18,11 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from ifp_jax import masking
-from ifp_jax.decoder import Decoder, KVCache
-from ifp_jax.layers import constrain
-from ifp_jax.model_config import LlamaConfig, PredictorHeadConfig
-from ifp_jax.predictor import SparsityPredictor
+from ifp_jax.model import masking
+from ifp_jax.model.decoder import Decoder, KVCache
+from ifp_jax.model.layers import constrain
+from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
+from ifp_jax.model.predictor import SparsityPredictor
 
 Array = jax.Array
 MASK_KINDS = ("soft_topk", "hard_concrete", "static", "none")

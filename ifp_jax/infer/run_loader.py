@@ -11,11 +11,11 @@ from typing import Any
 
 import jax
 
-from ifp_jax import sharding
-from ifp_jax.checkpointing import Checkpointer, restore_params
+from ifp_jax.train import sharding
+from ifp_jax.train.checkpointing import Checkpointer, restore_params
 from ifp_jax.data.tokenization import Tokenizer, load_tokenizer
-from ifp_jax.model import IFPConfig, init_params
-from ifp_jax.model_config import LlamaConfig, PredictorHeadConfig
+from ifp_jax.model.ifp_model import IFPConfig, init_params
+from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
 
 
 @dataclasses.dataclass

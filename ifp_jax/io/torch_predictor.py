@@ -46,7 +46,7 @@ ACTIVATIONS = {"gelu": _gelu_tanh, "relu": torch.relu, "silu": nn.functional.sil
 
 def hard_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
   """Boolean mask [..., n] of the k largest scores per row; ties at the k-th value go to the
-  lower index (the rule of ifp_jax.masking.hard_topk, so both pick identical units)."""
+  lower index (the rule of ifp_jax.model.masking.hard_topk, so both pick identical units)."""
   kth = torch.topk(scores, k, dim=-1).values[..., k - 1:k]
   above = scores > kth
   tied = scores == kth

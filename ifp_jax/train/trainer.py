@@ -18,17 +18,17 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from ifp_jax import distributed, optim, sharding, validate
-from ifp_jax.checkpointing import Checkpointer
-from ifp_jax.config import build_ifp_config, llama_from_fields
+from ifp_jax.train import distributed, optim, sharding, validate
+from ifp_jax.train.checkpointing import Checkpointer
+from ifp_jax.train.config import build_ifp_config, llama_from_fields
 from ifp_jax.data.pipeline import build_iterator
 from ifp_jax.data.tokenization import Tokenizer, load_tokenizer
-from ifp_jax.metrics_log import MetricsLogger, plot_loss_curves
-from ifp_jax.model import IFPConfig
-from ifp_jax.model_config import LlamaConfig
-from ifp_jax.predictor import backbone_from_llm
-from ifp_jax.state_init import BATCH_NDIMS, abstract_state, compile_steps, init_state
-from ifp_jax.train_step import StepConfig
+from ifp_jax.train.metrics import MetricsLogger, plot_loss_curves
+from ifp_jax.model.ifp_model import IFPConfig
+from ifp_jax.model.config import LlamaConfig
+from ifp_jax.model.predictor import backbone_from_llm
+from ifp_jax.train.state import BATCH_NDIMS, abstract_state, compile_steps, init_state
+from ifp_jax.train.step import StepConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,9 @@ def stages_of(config) -> list[Stage]:
 
 def load_pretrained(spec: str) -> tuple[LlamaConfig, dict]:
   """'smollm2' | 'hf:PATH' -> (config, numpy params)."""
-  from ifp_jax import hf_io
+  from ifp_jax.io import hf as hf_io
   if spec == "smollm2":
-    from ifp_jax import gguf_io
+    from ifp_jax.io import gguf as gguf_io
     hf_cfg, state_dict = gguf_io.read_gguf_llama(gguf_io.find_smollm2_gguf())
     cfg = LlamaConfig.from_hf_dict(hf_cfg, source="smollm2 GGUF")
     return cfg, hf_io.hf_to_params(cfg, state_dict, source="smollm2 GGUF")

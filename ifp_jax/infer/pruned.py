@@ -25,12 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ifp_jax import generate as gen
-from ifp_jax import instruct_masks
-from ifp_jax.decoder import Decoder
-from ifp_jax.gather import gather_ffn, gathered_config
-from ifp_jax.model_config import LlamaConfig
-from ifp_jax.run_loader import LoadedRun
+from ifp_jax.infer import generate as gen
+from ifp_jax.infer import instruction_masks as instruct_masks
+from ifp_jax.model.decoder import Decoder
+from ifp_jax.model.gather import gather_ffn, gathered_config
+from ifp_jax.model.config import LlamaConfig
+from ifp_jax.infer.run_loader import LoadedRun
 
 log = logging.getLogger(__name__)
 

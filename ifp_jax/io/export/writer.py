@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterator, Mapping
 import jax
 import numpy as np
 
-from ifp_jax import hf_io
-from ifp_jax.model_config import LlamaConfig
+from ifp_jax.io import hf as hf_io
+from ifp_jax.model.config import LlamaConfig
 
 DTYPES = ("float32", "bfloat16")
 DEFAULT_SHARD_BYTES = 2 * 1024**3

@@ -1,6 +1,6 @@
 """Fail fast on shapes the mesh cannot split, naming the config field, before anything compiles.
 
-Parameters and activations are sharded by logical axis (ifp_jax/sharding.py LOGICAL_RULES):
+Parameters and activations are sharded by logical axis (ifp_jax/train/sharding.py LOGICAL_RULES):
 heads, kv_heads, mlp (d_ff) and vocab over `tensor`, embed over `fsdp`, batch over
 (`data`, `fsdp`). `sharding._fit_spec` would silently replicate a dim a mesh axis does not
 divide, which costs memory and communication instead of failing; `validate` turns that into an
@@ -27,9 +27,9 @@ from typing import Any, Sequence
 
 import jax
 
-from ifp_jax.model import IFPConfig
-from ifp_jax.model_config import LlamaConfig
-from ifp_jax.sharding import MESH_AXES, resolve_mesh_shape
+from ifp_jax.model.ifp_model import IFPConfig
+from ifp_jax.model.config import LlamaConfig
+from ifp_jax.train.sharding import MESH_AXES, resolve_mesh_shape
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def validate(config, ifp: IFPConfig, mesh: Any, *, num_devices: int | None = Non
              process_count: int | None = None) -> list[Problem]:
   """Raises ConfigValidationError naming every indivisible field; logs and returns warnings.
 
-  `config`: the job's ConfigDict (ifp_jax/config.py schema); `ifp`: the resolved IFPConfig;
+  `config`: the job's ConfigDict (ifp_jax/train/config.py schema); `ifp`: the resolved IFPConfig;
   `mesh`: a jax Mesh or a (data, fsdp, tensor) shape (a -1 entry needs `num_devices`);
   `process_count`: default jax.process_count().
   """

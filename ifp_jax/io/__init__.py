@@ -1,0 +1,1 @@
+"""Weights in and out: HF directories, GGUF import, HF/PyTorch export, the torch-only predictor."""
