@@ -21,6 +21,7 @@ see benchmarks/README.md) and through the public API (instruct_masks.predict_mas
 gather.kept_indices -> instruct_masks.pruned_model, with host round trips).
 Compile time (first calls) is reported separately from steady state.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -41,40 +42,53 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ifp_jax.model import gather, masking  # noqa: E402
-from ifp_jax.infer import instruction_masks as instruct_masks  # noqa: E402
 from ifp_jax.data.tokenization import load_tokenizer  # noqa: E402
-from ifp_jax.model.decoder import Decoder  # noqa: E402
+from ifp_jax.infer import instruction_masks as instruct_masks  # noqa: E402
 from ifp_jax.infer.generate import generate, load_model  # noqa: E402
-from ifp_jax.model.ifp_model import IFPConfig  # noqa: E402
+from ifp_jax.model import gather, masking  # noqa: E402
 from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig  # noqa: E402
+from ifp_jax.model.decoder import Decoder  # noqa: E402
+from ifp_jax.model.ifp_model import IFPConfig  # noqa: E402
 from ifp_jax.model.predictor import SparsityPredictor, backbone_from_llm  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("prompt_len", 512, "Prompt tokens (prefill length).")
 flags.DEFINE_integer("new_tokens", 64, "Generated tokens for the decode rate.")
 flags.DEFINE_integer("rounds", None, "Alternating rounds (default 5; 2 with --quick).")
-flags.DEFINE_bool("random_weights", False, "Random LLM weights instead of SmolLM2's GGUF "
-                  "(the speed does not depend on the values).")
+flags.DEFINE_bool(
+  "random_weights",
+  False,
+  "Random LLM weights instead of SmolLM2's GGUF (the speed does not depend on the values).",
+)
 flags.DEFINE_bool("masked", True, "Also time the full model with hard masks (no gather).")
-flags.DEFINE_bool("quick", False, "Smoke run: 128-token prompt, 8 new tokens, 2 rounds, random "
-                  "weights, 8 layers.")
+flags.DEFINE_bool(
+  "quick", False, "Smoke run: 128-token prompt, 8 new tokens, 2 rounds, random weights, 8 layers."
+)
 flags.DEFINE_string("out", None, "Also write the tables (with command, machine, date) here.")
 
 
 def smollm2_recipe():
   """configs/smollm2_135m.py: k, predictor layers, head, max_prompt_len."""
-  spec = importlib.util.spec_from_file_location("bench_smollm2", ROOT / "configs" /
-                                                "smollm2_135m.py")
+  spec = importlib.util.spec_from_file_location(
+    "bench_smollm2", ROOT / "configs" / "smollm2_135m.py"
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
 
 
-SMOLLM2 = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536,
-                      num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-                      rms_norm_eps=1e-5, rope_theta=1e5, max_position_embeddings=8192,
-                      tie_word_embeddings=True)
+SMOLLM2 = LlamaConfig(
+  vocab_size=49152,
+  hidden_size=576,
+  intermediate_size=1536,
+  num_hidden_layers=30,
+  num_attention_heads=9,
+  num_key_value_heads=3,
+  rms_norm_eps=1e-5,
+  rope_theta=1e5,
+  max_position_embeddings=8192,
+  tie_word_embeddings=True,
+)
 
 
 def random_decoder(cfg: LlamaConfig, seed: int) -> dict:
@@ -92,13 +106,19 @@ def build(quick: bool):
     cfg, llm, _ = load_model("smollm2")
     label = "SmolLM2-135M-Instruct (GGUF)"
   n_pred = int(c.model.predictor_init_layers)
-  ifp = IFPConfig(llm=cfg, predictor=cfg.replace(num_hidden_layers=n_pred),
-                  head=PredictorHeadConfig(hidden=c.model.head_hidden,
-                                           activation=c.model.head_activation,
-                                           out_init_std=c.model.head_out_init_std),
-                  mask_kind="soft_topk", k=int(c.model.k), eps=float(c.model.eps))
-  pred = SparsityPredictor(ifp.predictor, ifp.head, cfg.num_hidden_layers,
-                           cfg.intermediate_size)
+  ifp = IFPConfig(
+    llm=cfg,
+    predictor=cfg.replace(num_hidden_layers=n_pred),
+    head=PredictorHeadConfig(
+      hidden=c.model.head_hidden,
+      activation=c.model.head_activation,
+      out_init_std=c.model.head_out_init_std,
+    ),
+    mask_kind="soft_topk",
+    k=int(c.model.k),
+    eps=float(c.model.eps),
+  )
+  pred = SparsityPredictor(ifp.predictor, ifp.head, cfg.num_hidden_layers, cfg.intermediate_size)
   ids = jnp.zeros((1, 8), jnp.int32)
   pparams = nn.unbox(jax.jit(pred.init)(jax.random.key(1), ids, jnp.ones((1,), jnp.int32)))
   pparams = dict(pparams["params"], backbone=backbone_from_llm(llm, n_pred))
@@ -116,12 +136,20 @@ def prompt_ids(tok, n: int) -> np.ndarray:
 
 
 def machine() -> str:
-  cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-              if ln.startswith("model name")), "?") if os.path.exists("/proc/cpuinfo") else "?"
+  cpu = (
+    next(
+      (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+      "?",
+    )
+    if os.path.exists("/proc/cpuinfo")
+    else "?"
+  )
   load = " ".join(f"{x:.2f}" for x in os.getloadavg())
   dev = jax.devices()[0]
-  return (f"{os.cpu_count()} CPUs ({cpu}), load avg {load}; jax {jax.__version__} on "
-          f"{dev.platform} ({dev.device_kind})")
+  return (
+    f"{os.cpu_count()} CPUs ({cpu}), load avg {load}; jax {jax.__version__} on "
+    f"{dev.platform} ({dev.device_kind})"
+  )
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -146,10 +174,13 @@ def main(argv):
   ifp, params, tok, label, max_prompt = build(quick)
   k, cfg = ifp.k, ifp.llm
   load_s = time.perf_counter() - t0
-  print(f"weights: {label} ({load_s:.1f} s); {cfg.num_hidden_layers} layers x "
-        f"{cfg.hidden_size}, d_ff {cfg.intermediate_size} -> k {k}; predictor "
-        f"{ifp.predictor.num_hidden_layers} layers reads {max_prompt} tokens; prompt "
-        f"{prompt_len}, {new} new tokens, batch 1, f32", flush=True)
+  print(
+    f"weights: {label} ({load_s:.1f} s); {cfg.num_hidden_layers} layers x "
+    f"{cfg.hidden_size}, d_ff {cfg.intermediate_size} -> k {k}; predictor "
+    f"{ifp.predictor.num_hidden_layers} layers reads {max_prompt} tokens; prompt "
+    f"{prompt_len}, {new} new tokens, batch 1, f32",
+    flush=True,
+  )
 
   ids = jnp.asarray(prompt_ids(tok, prompt_len))
   text = tok.decode(np.asarray(ids[0]).tolist())
@@ -158,8 +189,9 @@ def main(argv):
   cfg_k = gather.gathered_config(cfg, k)
   dense_k = random_decoder(cfg_k, 2)
 
-  predictor = SparsityPredictor(ifp.predictor, ifp.head, cfg.num_hidden_layers,
-                                cfg.intermediate_size)
+  predictor = SparsityPredictor(
+    ifp.predictor, ifp.head, cfg.num_hidden_layers, cfg.intermediate_size
+  )
 
   @jax.jit
   def select(p, pid, plen):  # predictor -> kept-unit indices [L, k], on device
@@ -183,15 +215,21 @@ def main(argv):
   t0 = time.perf_counter()
   idx, pruned = jax.block_until_ready(select_and_gather())
   chain_compile = time.perf_counter() - t0
-  hard = jnp.zeros((cfg.num_hidden_layers, cfg.intermediate_size)).at[
-      jnp.arange(cfg.num_hidden_layers)[:, None], idx].set(1.0)
+  hard = (
+    jnp.zeros((cfg.num_hidden_layers, cfg.intermediate_size))
+    .at[jnp.arange(cfg.num_hidden_layers)[:, None], idx]
+    .set(1.0)
+  )
   cases: dict[str, Callable] = {
-      "predictor+top-k": select_only,
-      "predictor+top-k+gather": select_and_gather,
-      "API predict_masks+gather": api_chain,
+    "predictor+top-k": select_only,
+    "predictor+top-k+gather": select_and_gather,
+    "API predict_masks+gather": api_chain,
   }
-  models = {"full": (cfg, params["llm"], None), "pruned": (cfg_k, pruned, None),
-            "dense_k": (cfg_k, dense_k, None)}
+  models = {
+    "full": (cfg, params["llm"], None),
+    "pruned": (cfg_k, pruned, None),
+    "dense_k": (cfg_k, dense_k, None),
+  }
   if FLAGS.masked:
     models["masked"] = (cfg, params["llm"], hard)
   for name, (c, p, m) in models.items():
@@ -206,10 +244,14 @@ def main(argv):
   times: dict[str, list[float]] = {n: [] for n in cases}
   names = list(cases)
   for r in range(rounds):
-    for name in (names if r % 2 == 0 else names[::-1]):
+    for name in names if r % 2 == 0 else names[::-1]:
       times[name].append(timed(cases[name]))
-    print(f"  round {r + 1}/{rounds}: " + ", ".join(
-        f"{n} {times[n][-1] * 1e3:.0f}" for n in names) + " (ms)", flush=True)
+    print(
+      f"  round {r + 1}/{rounds}: "
+      + ", ".join(f"{n} {times[n][-1] * 1e3:.0f}" for n in names)
+      + " (ms)",
+      flush=True,
+    )
 
   def per_round(fn):
     return [fn({n: times[n][r] for n in names}) for r in range(rounds)]
@@ -221,43 +263,74 @@ def main(argv):
     return (new - 1) / max(t[f"{model} gen{new}"] - t[f"{model} ttft"], 1e-9)
 
   med = statistics.median
-  lines = ["| variant | TTFT ms | of which predictor+gather ms | decode tokens/s | first calls "
-           "s (compile + 1 run) |", "|---|---|---|---|---|"]
+  lines = [
+    "| variant | TTFT ms | of which predictor+gather ms | decode tokens/s | first calls "
+    "s (compile + 1 run) |",
+    "|---|---|---|---|---|",
+  ]
   for model in models:
     sel = med(times["predictor+top-k+gather"]) if model == "pruned" else 0.0
-    comp = compile_s[f"{model} ttft"] + compile_s[f"{model} gen{new}"] + (
-        chain_compile if model == "pruned" else 0.0)
-    lines.append(f"| {model} | {med(per_round(lambda t: ttft(t, model))) * 1e3:.0f} | "
-                 f"{sel * 1e3:.0f} | {med(per_round(lambda t: decode_rate(t, model))):.1f} | "
-                 f"{comp:.1f} |")
+    comp = (
+      compile_s[f"{model} ttft"]
+      + compile_s[f"{model} gen{new}"]
+      + (chain_compile if model == "pruned" else 0.0)
+    )
+    lines.append(
+      f"| {model} | {med(per_round(lambda t: ttft(t, model))) * 1e3:.0f} | "  # noqa: B023 (called at once)
+      f"{sel * 1e3:.0f} | {med(per_round(lambda t: decode_rate(t, model))):.1f} | "  # noqa: B023
+      f"{comp:.1f} |"
+    )
   api = med(times["API predict_masks+gather"])
   lines += ["", "| ratio (median of per-round ratios) | value | target |", "|---|---|---|"]
   ratios = [
-      ("pruned / dense_k decode tokens/s", per_round(
-          lambda t: decode_rate(t, "pruned") / decode_rate(t, "dense_k")), ">= 0.9"),
-      ("(predictor + top-k + gather) / pruned TTFT", per_round(
-          lambda t: t["predictor+top-k+gather"] / ttft(t, "pruned")), "<= 0.15"),
-      ("(predictor + gather, API path) / its TTFT", per_round(
-          lambda t: t["API predict_masks+gather"] / (t["API predict_masks+gather"] +
-                                                      t["pruned ttft"])), "-"),
-      ("pruned / full TTFT", per_round(lambda t: ttft(t, "pruned") / ttft(t, "full")), "-"),
-      ("pruned / full decode tokens/s", per_round(
-          lambda t: decode_rate(t, "pruned") / decode_rate(t, "full")), "-"),
-      ("pruned / dense_k TTFT", per_round(lambda t: ttft(t, "pruned") / ttft(t, "dense_k")),
-       "-"),
+    (
+      "pruned / dense_k decode tokens/s",
+      per_round(lambda t: decode_rate(t, "pruned") / decode_rate(t, "dense_k")),
+      ">= 0.9",
+    ),
+    (
+      "(predictor + top-k + gather) / pruned TTFT",
+      per_round(lambda t: t["predictor+top-k+gather"] / ttft(t, "pruned")),
+      "<= 0.15",
+    ),
+    (
+      "(predictor + gather, API path) / its TTFT",
+      per_round(
+        lambda t: t["API predict_masks+gather"] / (t["API predict_masks+gather"] + t["pruned ttft"])
+      ),
+      "-",
+    ),
+    ("pruned / full TTFT", per_round(lambda t: ttft(t, "pruned") / ttft(t, "full")), "-"),
+    (
+      "pruned / full decode tokens/s",
+      per_round(lambda t: decode_rate(t, "pruned") / decode_rate(t, "full")),
+      "-",
+    ),
+    ("pruned / dense_k TTFT", per_round(lambda t: ttft(t, "pruned") / ttft(t, "dense_k")), "-"),
   ]
   if "masked" in models:
-    ratios.append(("masked full / full decode tokens/s", per_round(
-        lambda t: decode_rate(t, "masked") / decode_rate(t, "full")), "-"))
+    ratios.append(
+      (
+        "masked full / full decode tokens/s",
+        per_round(lambda t: decode_rate(t, "masked") / decode_rate(t, "full")),
+        "-",
+      )
+    )
   lines += [f"| {n} | {med(v):.3f} | {tgt} |" for n, v, tgt in ratios]
   lines.append("")
-  lines.append("dense_k and pruned share one LlamaConfig, hence one compiled generate: the "
-               "first of them pays the compile.")
-  lines.append(f"predictor + top-k alone: {med(times['predictor+top-k']) * 1e3:.0f} ms; "
-               f"predictor + gather through the API path: {api * 1e3:.0f} ms (median); "
-               f"weights: {label}; prompt {prompt_len} tokens, predictor input {max_prompt}")
-  lines.append("per-round ms: " + "; ".join(
-      f"{n} " + " ".join(f"{x * 1e3:.0f}" for x in times[n]) for n in names))
+  lines.append(
+    "dense_k and pruned share one LlamaConfig, hence one compiled generate: the "
+    "first of them pays the compile."
+  )
+  lines.append(
+    f"predictor + top-k alone: {med(times['predictor+top-k']) * 1e3:.0f} ms; "
+    f"predictor + gather through the API path: {api * 1e3:.0f} ms (median); "
+    f"weights: {label}; prompt {prompt_len} tokens, predictor input {max_prompt}"
+  )
+  lines.append(
+    "per-round ms: "
+    + "; ".join(f"{n} " + " ".join(f"{x * 1e3:.0f}" for x in times[n]) for n in names)
+  )
   table = "\n".join(lines)
   print("\n" + table)
   print(f"total {time.perf_counter() - start:.0f} s")
@@ -265,13 +338,15 @@ def main(argv):
     out = pathlib.Path(FLAGS.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = " ".join(["python", os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
-    out.write_text(f"# Pruned inference: TTFT and decode\n\n"
-                   f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
-                   f"- command: `{cmd}`\n- machine: {header}\n"
-                   f"- {rounds} alternating rounds; load average at start and end: "
-                   f"{header.split('load avg ')[1].split(';')[0]} / "
-                   f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (a shared machine: other "
-                   f"jobs may run; ratios are per round)\n\n{table}\n")
+    out.write_text(
+      f"# Pruned inference: TTFT and decode\n\n"
+      f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
+      f"- command: `{cmd}`\n- machine: {header}\n"
+      f"- {rounds} alternating rounds; load average at start and end: "
+      f"{header.split('load avg ')[1].split(';')[0]} / "
+      f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (a shared machine: other "
+      f"jobs may run; ratios are per round)\n\n{table}\n"
+    )
     print(f"wrote {out}")
 
 

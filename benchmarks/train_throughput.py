@@ -23,6 +23,7 @@ time is reported separately. Ratios are medians of per-round ratios. MFU = model
 time / the matmul peak measured in this run (max of a jax and a torch N^3 matmul in the
 compute dtype).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,41 +50,56 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-
-from ifp_jax.io import hf as hf_io  # noqa: E402
-from ifp_jax.train import optim, sharding  # noqa: E402
 from ifp_jax.data import packing  # noqa: E402
 from ifp_jax.data.tokenization import load_tokenizer  # noqa: E402
-from ifp_jax.model.ifp_model import IFPConfig  # noqa: E402
+from ifp_jax.io import hf as hf_io  # noqa: E402
 from ifp_jax.model.config import LlamaConfig  # noqa: E402
+from ifp_jax.model.ifp_model import IFPConfig  # noqa: E402
+from ifp_jax.train import optim, sharding  # noqa: E402
 from ifp_jax.train.state import BATCH_NDIMS, compile_steps, init_state  # noqa: E402
 from ifp_jax.train.step import StepConfig  # noqa: E402
 from ifp_jax.train.trainer import resolve_models  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("shape", "smollm2", ["smollm2", "tiny"], "configs/smollm2_135m.py (real "
-                  "SmolLM2 weights from the GGUF) or configs/tiny.py (random init).")
+flags.DEFINE_enum(
+  "shape",
+  "smollm2",
+  ["smollm2", "tiny"],
+  "configs/smollm2_135m.py (real SmolLM2 weights from the GGUF) or configs/tiny.py (random init).",
+)
 flags.DEFINE_integer("batch", None, "Sequences per step (default: 1 smollm2, 16 tiny).")
 flags.DEFINE_integer("seq", None, "Tokens per sequence (default: 256 smollm2, 128 tiny).")
 flags.DEFINE_integer("rounds", None, "Alternating rounds (default 5; 2 with --quick).")
-flags.DEFINE_integer("steps", None, "Timed steps per variant per round (default: 1 smollm2, "
-                     "10 tiny).")
-flags.DEFINE_list("variants", ["jax_ifp", "jax_dense", "torch_ifp", "torch_dense"],
-                  "Subset of jax_ifp, jax_dense, torch_ifp, torch_dense.")
-flags.DEFINE_integer("matmul_n", 2048, "Size of the N^3 matmul (compute dtype) that measures "
-                     "the peak.")
-flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (jax: model.dtype; "
-                  "torch: autocast). f32 master weights either way.")
-flags.DEFINE_bool("torch_fused_adamw", False, "torch.optim.AdamW(fused=True) instead of the "
-                  "default implementation.")
+flags.DEFINE_integer(
+  "steps", None, "Timed steps per variant per round (default: 1 smollm2, 10 tiny)."
+)
+flags.DEFINE_list(
+  "variants",
+  ["jax_ifp", "jax_dense", "torch_ifp", "torch_dense"],
+  "Subset of jax_ifp, jax_dense, torch_ifp, torch_dense.",
+)
+flags.DEFINE_integer(
+  "matmul_n", 2048, "Size of the N^3 matmul (compute dtype) that measures the peak."
+)
+flags.DEFINE_enum(
+  "dtype",
+  "float32",
+  ["float32", "bfloat16"],
+  "Compute dtype (jax: model.dtype; torch: autocast). f32 master weights either way.",
+)
+flags.DEFINE_bool(
+  "torch_fused_adamw", False, "torch.optim.AdamW(fused=True) instead of the default implementation."
+)
 flags.DEFINE_bool("quick", False, "Smoke run: tiny shape, 2 rounds, 2 steps, 512^3 matmul.")
-flags.DEFINE_string("out", None, "Also write the table (with command, machine, date) to this "
-                    "markdown file.")
+flags.DEFINE_string(
+  "out", None, "Also write the table (with command, machine, date) to this markdown file."
+)
 
 VARIANTS = ("jax_ifp", "jax_dense", "torch_ifp", "torch_dense")
 
 
 # --------------------------------------------------------------------------- setup
+
 
 def load_config(shape: str, dtype: str):
   path = ROOT / "configs" / ("smollm2_135m.py" if shape == "smollm2" else "tiny.py")
@@ -109,22 +125,31 @@ class JaxVariant:
   def __init__(self, ifp: IFPConfig, config, pretrained, batch: dict):
     self.mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
     cpt = config.cpt  # constant CPT learning rates (the values do not change the speed)
-    self.lr_fns = {"llm": optim.stage_schedule([(cpt.steps, cpt.llm_lr, 0)]),
-                   "predictor": optim.stage_schedule([(cpt.steps, cpt.predictor_lr, 0)])}
+    self.lr_fns = {
+      "llm": optim.stage_schedule([(cpt.steps, cpt.llm_lr, 0)]),
+      "predictor": optim.stage_schedule([(cpt.steps, cpt.predictor_lr, 0)]),
+    }
     t = config.train
-    self.tx = optim.make_optimizer(llm_schedule=self.lr_fns["llm"],
-                                   predictor_schedule=self.lr_fns["predictor"],
-                                   lagrange_lr=t.lagrange_lr, weight_decay=t.weight_decay,
-                                   grad_clip=t.grad_clip, b2=t.adam_b2)
+    self.tx = optim.make_optimizer(
+      llm_schedule=self.lr_fns["llm"],
+      predictor_schedule=self.lr_fns["predictor"],
+      lagrange_lr=t.lagrange_lr,
+      weight_decay=t.weight_decay,
+      grad_clip=t.grad_clip,
+      b2=t.adam_b2,
+    )
     if pretrained and not ifp.uses_predictor:
       pretrained = {k: v for k, v in pretrained.items() if k != "predictor"}
     with self.scope():
-      self.state, shardings = init_state(ifp, self.tx, self.mesh, jax.random.key(config.seed),
-                                         pretrained)
-      self.step_fn, _ = compile_steps(StepConfig(ifp, seed=config.seed), self.tx, self.lr_fns,
-                                      shardings, self.mesh, BATCH_NDIMS)
-    self.batch = {k: jax.device_put(v, sharding.batch_sharding(self.mesh, v.ndim))
-                  for k, v in batch.items()}
+      self.state, shardings = init_state(
+        ifp, self.tx, self.mesh, jax.random.key(config.seed), pretrained
+      )
+      self.step_fn, _ = compile_steps(
+        StepConfig(ifp, seed=config.seed), self.tx, self.lr_fns, shardings, self.mesh, BATCH_NDIMS
+      )
+    self.batch = {
+      k: jax.device_put(v, sharding.batch_sharding(self.mesh, v.ndim)) for k, v in batch.items()
+    }
 
   def scope(self):
     class _Scope:
@@ -136,6 +161,7 @@ class JaxVariant:
       def __exit__(s, *exc):
         for c in reversed(s.ctxs):
           c.__exit__(*exc)
+
     return _Scope()
 
   def model_params_numpy(self) -> dict:
@@ -149,6 +175,7 @@ class JaxVariant:
 
 
 # --------------------------------------------------------------------------- torch peer
+
 
 class _SoftTopK(torch.autograd.Function):
   """Exact entropic top-k (same closed form and implicit VJP as ifp_jax.model.masking.soft_topk)."""
@@ -188,7 +215,8 @@ def _hf(cfg: LlamaConfig) -> transformers.LlamaConfig:
 
 def _load(module: torch.nn.Module, named: dict, what: str) -> None:
   missing, unexpected = module.load_state_dict(
-      {k: torch.from_numpy(np.array(v)) for k, v in named.items()}, strict=False)
+    {k: torch.from_numpy(np.array(v)) for k, v in named.items()}, strict=False
+  )
   missing = [m for m in missing if m != "lm_head.weight"]  # tied to the embedding
   if missing or unexpected:
     raise RuntimeError(f"{what}: missing {missing[:4]}, unexpected {unexpected[:4]}")
@@ -200,8 +228,14 @@ class TorchPredictor(torch.nn.Module):
   def __init__(self, ifp: IFPConfig, params: dict):
     super().__init__()
     self.backbone = transformers.LlamaModel(_hf(ifp.predictor))
-    _load(self.backbone, {n.removeprefix("model."): w for n, w in
-                          hf_io.params_to_hf(ifp.predictor, params["backbone"])}, "predictor")
+    _load(
+      self.backbone,
+      {
+        n.removeprefix("model."): w
+        for n, w in hf_io.params_to_hf(ifp.predictor, params["backbone"])
+      },
+      "predictor",
+    )
     if ifp.head.activation != "gelu":
       raise ValueError(f"torch peer implements head activation gelu, not {ifp.head.activation}")
     hin, hout = params["head_in"], params["head_out"]
@@ -233,18 +267,24 @@ class TorchVariant:
       self._masks = [None] * ifp.llm.num_hidden_layers
       for i, layer in enumerate(self.llm.model.layers):  # h = silu(gate) * up -> h * mask
         layer.mlp.down_proj.register_forward_pre_hook(
-            lambda _, args, i=i: (args[0] * self._masks[i],))
+          lambda _, args, i=i: (args[0] * self._masks[i],)
+        )
     t, cpt = config.train, config.cpt
     self.groups = groups
     kw = {"fused": True} if FLAGS.torch_fused_adamw else {}
-    self.opt = torch.optim.AdamW([{"params": g, "lr": lr} for g, lr in
-                                  zip(groups, (cpt.llm_lr, cpt.predictor_lr))],
-                                 lr=cpt.llm_lr, betas=(0.9, t.adam_b2),
-                                 eps=1e-8, weight_decay=t.weight_decay, **kw)
+    self.opt = torch.optim.AdamW(
+      [{"params": g, "lr": lr} for g, lr in zip(groups, (cpt.llm_lr, cpt.predictor_lr))],
+      lr=cpt.llm_lr,
+      betas=(0.9, t.adam_b2),
+      eps=1e-8,
+      weight_decay=t.weight_decay,
+      **kw,
+    )
     self.clip = t.grad_clip
     self.batch = {k: torch.from_numpy(np.asarray(v)).to(device) for k, v in batch.items()}
-    self.autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16,
-                                   enabled=FLAGS.dtype == "bfloat16")
+    self.autocast = torch.autocast(
+      device.split(":")[0], dtype=torch.bfloat16, enabled=FLAGS.dtype == "bfloat16"
+    )
 
   def _set_masks(self, b):
     ids, lengths = b["predictor_ids"], b["predictor_lengths"]
@@ -254,8 +294,9 @@ class TorchVariant:
     masks = torch_soft_topk_mask(scores.float(), self.ifp.k, self.ifp.eps)  # [B, C, L, F]
     for i in range(len(self._masks)):
       m = masks[:, :, i]  # [B, C, F] -> per token [B, T, F]
-      self._masks[i] = (m if c == 1 else
-                        torch.gather(m, 1, b["mask_index"][..., None].expand(-1, -1, m.shape[-1])))
+      self._masks[i] = (
+        m if c == 1 else torch.gather(m, 1, b["mask_index"][..., None].expand(-1, -1, m.shape[-1]))
+      )
 
   def step(self) -> float:
     b = self.batch
@@ -263,8 +304,9 @@ class TorchVariant:
       if self.predictor is not None:
         self._set_masks(b)
       logits = self.llm(input_ids=b["input_ids"]).logits.float()
-    nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), b["targets"].flatten().long(),
-                                            reduction="none")
+    nll = torch.nn.functional.cross_entropy(
+      logits.flatten(0, 1), b["targets"].flatten().long(), reduction="none"
+    )
     w = b["loss_weights"].flatten()
     loss = (nll * w).sum() / w.sum().clamp(min=1.0)
     self.opt.zero_grad(set_to_none=True)
@@ -280,12 +322,14 @@ class TorchVariant:
 
 # --------------------------------------------------------------------------- flops, peak
 
+
 def llm_train_flops(cfg: LlamaConfig, tokens: int, seq: int, logits: bool = True) -> float:
   """6 x (matmul MACs per token) x tokens + attention scores/values over full seq x seq."""
   d, f, n = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
   h, kv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.resolved_head_dim
-  macs = n * (d * (h + 2 * kv) * hd + h * hd * d + 3 * d * f) + (d * cfg.vocab_size if logits
-                                                                   else 0)
+  macs = n * (d * (h + 2 * kv) * hd + h * hd * d + 3 * d * f) + (
+    d * cfg.vocab_size if logits else 0
+  )
   attn = n * 2 * seq * h * hd
   return 6.0 * (macs + attn) * tokens
 
@@ -296,8 +340,15 @@ def model_flops(ifp: IFPConfig, batch: dict) -> float:
   if ifp.uses_predictor:
     n, c, p = batch["predictor_ids"].shape
     flops += llm_train_flops(ifp.predictor, n * c * p, p, logits=False)
-    flops += 6.0 * n * c * (ifp.predictor.hidden_size * ifp.head.hidden +
-                            ifp.head.hidden * ifp.llm.num_hidden_layers * ifp.llm.intermediate_size)
+    flops += (
+      6.0
+      * n
+      * c
+      * (
+        ifp.predictor.hidden_size * ifp.head.hidden
+        + ifp.head.hidden * ifp.llm.num_hidden_layers * ifp.llm.intermediate_size
+      )
+    )
   return flops
 
 
@@ -319,21 +370,29 @@ def matmul_peak(n: int, device: str, dtype: str, reps: int = 5) -> dict[str, flo
     if device.startswith("cuda"):
       torch.cuda.synchronize()
     times["torch"].append(time.perf_counter() - t0)
-  return {k: 2.0 * n ** 3 / statistics.median(v) / 1e9 for k, v in times.items()}
+  return {k: 2.0 * n**3 / statistics.median(v) / 1e9 for k, v in times.items()}
 
 
 # --------------------------------------------------------------------------- report
 
+
 def machine() -> str:
-  cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-              if ln.startswith("model name")), platform.processor()) if os.path.exists(
-                  "/proc/cpuinfo") else platform.processor()
+  cpu = (
+    next(
+      (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+      platform.processor(),
+    )
+    if os.path.exists("/proc/cpuinfo")
+    else platform.processor()
+  )
   load = " ".join(f"{x:.2f}" for x in os.getloadavg())
   dev = jax.devices()[0]
-  return (f"{os.cpu_count()} CPUs ({cpu}), load avg {load}; jax {jax.__version__} on "
-          f"{dev.platform} ({dev.device_kind}), torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads, OMP_WAIT_POLICY="
-          f"{os.environ.get('OMP_WAIT_POLICY')}), transformers {transformers.__version__}")
+  return (
+    f"{os.cpu_count()} CPUs ({cpu}), load avg {load}; jax {jax.__version__} on "
+    f"{dev.platform} ({dev.device_kind}), torch {torch.__version__} "
+    f"({torch.get_num_threads()} threads, OMP_WAIT_POLICY="
+    f"{os.environ.get('OMP_WAIT_POLICY')}), transformers {transformers.__version__}"
+  )
 
 
 def main(argv):
@@ -353,8 +412,10 @@ def main(argv):
   torch.set_num_threads(os.cpu_count())
   device = "cuda" if torch.cuda.is_available() else "cpu"
   if jax.default_backend() != "cpu" and device == "cpu":
-    print(f"note: jax runs on {jax.default_backend()} but this torch has no CUDA: the torch "
-          "variants are skipped (ratios would compare different hardware)")
+    print(
+      f"note: jax runs on {jax.default_backend()} but this torch has no CUDA: the torch "
+      "variants are skipped (ratios would compare different hardware)"
+    )
     variants = [v for v in variants if not v.startswith("torch")]
   t_start = time.perf_counter()
   header = machine()
@@ -366,11 +427,14 @@ def main(argv):
   dense = dataclasses.replace(ifp, mask_kind="none", predictor=None)
   batch = cpt_batch(ifp.llm.vocab_size, batch_size, seq, config.data.num_chunks)
   tokens = batch_size * seq
-  print(f"shape {shape} ({cfg_path.name}): {ifp.llm.num_hidden_layers} layers x "
-        f"{ifp.llm.hidden_size}, d_ff {ifp.llm.intermediate_size}, k {ifp.k}, vocab "
-        f"{ifp.llm.vocab_size}; predictor {ifp.predictor.num_hidden_layers} layers x "
-        f"{ifp.predictor.hidden_size}, reads {batch['predictor_ids'].shape[1:]} tokens per row; "
-        f"batch {batch_size} x {seq} = {tokens} tokens/step, {FLAGS.dtype}", flush=True)
+  print(
+    f"shape {shape} ({cfg_path.name}): {ifp.llm.num_hidden_layers} layers x "
+    f"{ifp.llm.hidden_size}, d_ff {ifp.llm.intermediate_size}, k {ifp.k}, vocab "
+    f"{ifp.llm.vocab_size}; predictor {ifp.predictor.num_hidden_layers} layers x "
+    f"{ifp.predictor.hidden_size}, reads {batch['predictor_ids'].shape[1:]} tokens per row; "
+    f"batch {batch_size} x {seq} = {tokens} tokens/step, {FLAGS.dtype}",
+    flush=True,
+  )
 
   runners, first, t_init = {}, {}, {}
   params_np = {}
@@ -389,8 +453,11 @@ def main(argv):
     t0 = time.perf_counter()
     first[name] = runners[name].step()  # jax: includes compilation
     t_first = time.perf_counter() - t0
-    print(f"  {name:<12s} init {t_init[name]:6.1f} s, first step (compile) {t_first:6.1f} s, "
-          f"loss {first[name]:.5f}", flush=True)
+    print(
+      f"  {name:<12s} init {t_init[name]:6.1f} s, first step (compile) {t_first:6.1f} s, "
+      f"loss {first[name]:.5f}",
+      flush=True,
+    )
     t_init[name] = (t_init[name], t_first)
   del params_np
   peak = matmul_peak(256 if quick else FLAGS.matmul_n, device, FLAGS.dtype)
@@ -403,8 +470,11 @@ def main(argv):
       for _ in range(steps):
         runners[name].step()
       times[name].append((time.perf_counter() - t0) / steps)
-    print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{v} {times[v][-1] * 1e3:.0f} ms"
-                                                   for v in variants), flush=True)
+    print(
+      f"  round {r + 1}/{rounds}: "
+      + ", ".join(f"{v} {times[v][-1] * 1e3:.0f} ms" for v in variants),
+      flush=True,
+    )
   peak_max = max(peak.values())
   flops = {v: model_flops(ifp if v.endswith("ifp") else dense, batch) for v in variants}
 
@@ -413,33 +483,52 @@ def main(argv):
       return None
     return statistics.median(x / y for x, y in zip(times[b], times[a]))  # speed a / speed b
 
-  lines = ["| variant | ms/step (median) | tokens/s | model TFLOP/step | MFU | init s | "
-           "first step s |", "|---|---|---|---|---|---|---|"]
+  lines = [
+    "| variant | ms/step (median) | tokens/s | model TFLOP/step | MFU | init s | first step s |",
+    "|---|---|---|---|---|---|---|",
+  ]
   for v in variants:
     med = statistics.median(times[v])
-    lines.append(f"| {v} | {med * 1e3:.0f} | {tokens / med:.0f} | {flops[v] / 1e12:.3f} | "
-                 f"{flops[v] / med / (peak_max * 1e9):.1%} | {t_init[v][0]:.1f} | "
-                 f"{t_init[v][1]:.1f} |")
+    lines.append(
+      f"| {v} | {med * 1e3:.0f} | {tokens / med:.0f} | {flops[v] / 1e12:.3f} | "
+      f"{flops[v] / med / (peak_max * 1e9):.1%} | {t_init[v][0]:.1f} | "
+      f"{t_init[v][1]:.1f} |"
+    )
   lines.append("")
-  rows = [("ours / torch, IFP (tokens/s ratio)", ratio("jax_ifp", "torch_ifp"), ">= 1.0"),
-          ("ours / torch, dense", ratio("jax_dense", "torch_dense"), "-"),
-          ("IFP overhead, ours (dense / IFP speed - 1)", None if ratio("jax_dense", "jax_ifp")
-           is None else ratio("jax_dense", "jax_ifp") - 1, "<= 0.15"),
-          ("IFP overhead, torch", None if ratio("torch_dense", "torch_ifp") is None
-           else ratio("torch_dense", "torch_ifp") - 1, "-")]
+  rows = [
+    ("ours / torch, IFP (tokens/s ratio)", ratio("jax_ifp", "torch_ifp"), ">= 1.0"),
+    ("ours / torch, dense", ratio("jax_dense", "torch_dense"), "-"),
+    (
+      "IFP overhead, ours (dense / IFP speed - 1)",
+      None if ratio("jax_dense", "jax_ifp") is None else ratio("jax_dense", "jax_ifp") - 1,
+      "<= 0.15",
+    ),
+    (
+      "IFP overhead, torch",
+      None if ratio("torch_dense", "torch_ifp") is None else ratio("torch_dense", "torch_ifp") - 1,
+      "-",
+    ),
+  ]
   lines += ["| ratio (median of per-round ratios) | value | target |", "|---|---|---|"]
   lines += [f"| {n} | {v:.3f} | {t} |" for n, v, t in rows if v is not None]
   lines.append("")
-  lines.append(f"matmul peak {FLAGS.dtype} {FLAGS.matmul_n if not quick else 256}^3: jax "
-               f"{peak['jax']:.0f} GFLOP/s, torch {peak['torch']:.0f} GFLOP/s (MFU uses the max)")
-  lines.append("per-round ms/step: " + "; ".join(
-      f"{v} " + " ".join(f"{x * 1e3:.0f}" for x in times[v]) for v in variants))
+  lines.append(
+    f"matmul peak {FLAGS.dtype} {FLAGS.matmul_n if not quick else 256}^3: jax "
+    f"{peak['jax']:.0f} GFLOP/s, torch {peak['torch']:.0f} GFLOP/s (MFU uses the max)"
+  )
+  lines.append(
+    "per-round ms/step: "
+    + "; ".join(f"{v} " + " ".join(f"{x * 1e3:.0f}" for x in times[v]) for v in variants)
+  )
   if "jax_ifp" in first and "torch_ifp" in first:
-    lines.append(f"first-step loss (same weights, same batch): jax_ifp {first['jax_ifp']:.5f}, "
-                 f"torch_ifp {first['torch_ifp']:.5f}")
+    lines.append(
+      f"first-step loss (same weights, same batch): jax_ifp {first['jax_ifp']:.5f}, "
+      f"torch_ifp {first['torch_ifp']:.5f}"
+    )
   if "jax_dense" in first and "torch_dense" in first:
-    lines.append(f"first-step loss dense: jax {first['jax_dense']:.5f}, torch "
-                 f"{first['torch_dense']:.5f}")
+    lines.append(
+      f"first-step loss dense: jax {first['jax_dense']:.5f}, torch {first['torch_dense']:.5f}"
+    )
   table = "\n".join(lines)
   print("\n" + table)
   print(f"total {time.perf_counter() - t_start:.0f} s")
@@ -447,14 +536,16 @@ def main(argv):
     out = pathlib.Path(FLAGS.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = " ".join(["python"] + [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
-    out.write_text(f"# Train-step throughput: {shape}\n\n"
-                   f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
-                   f"- command: `{cmd}`\n- machine: {header}\n"
-                   f"- {rounds} rounds x {steps} steps per variant, alternating; load "
-                   f"average at start and end: "
-                   f"{header.split('load avg ')[1].split(';')[0]} / "
-                   f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (a shared machine: other "
-                   f"jobs may run; ratios are per round)\n\n{table}\n")
+    out.write_text(
+      f"# Train-step throughput: {shape}\n\n"
+      f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
+      f"- command: `{cmd}`\n- machine: {header}\n"
+      f"- {rounds} rounds x {steps} steps per variant, alternating; load "
+      f"average at start and end: "
+      f"{header.split('load avg ')[1].split(';')[0]} / "
+      f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (a shared machine: other "
+      f"jobs may run; ratios are per round)\n\n{table}\n"
+    )
     print(f"wrote {out}")
 
 

@@ -19,19 +19,21 @@ the fast interconnect and data parallelism across slower links; per-device memor
   h100x16    2 nodes, 16 x H100 80GB  mesh (2, 8, 1)   batch 32 x 4096   (data across nodes)
   v5p_64     TPU v5p-64 = 32 chips (8 hosts, 95 GB HBM each)   mesh (1, 32, 1)   batch 64
   v5p_128    TPU v5p-128 = 64 chips (16 hosts)                 mesh (1, 64, 1)   batch 128
-Shape constraints (ifp_jax/train/validate.py): tensor must divide 16 heads, d_ff, k = 6656 = 2^9 * 13
+Shape constraints (ifp_jax/train/validate.py): tensor must divide 16 heads, d_ff,
+k = 6656 = 2^9 * 13
 and the vocab (tensor <= 8; the 2 KV heads are replicated for tensor > 2); fsdp must divide
 d_model 2048 and the predictor's 1024; data * fsdp must divide the batch and be a multiple of
 the process count.
 """
+
 from ifp_jax.train.config import default_config, llama_fields
 
 RECIPES = {
-    # name: devices, processes (hosts or one per GPU), mesh, global batch, HBM per device (GiB)
-    "h100x8": dict(devices=8, processes=1, mesh=(1, 8, 1), batch_size=16, hbm_gib=80),
-    "h100x16": dict(devices=16, processes=2, mesh=(2, 8, 1), batch_size=32, hbm_gib=80),
-    "v5p_64": dict(devices=32, processes=8, mesh=(1, 32, 1), batch_size=64, hbm_gib=95),
-    "v5p_128": dict(devices=64, processes=16, mesh=(1, 64, 1), batch_size=128, hbm_gib=95),
+  # name: devices, processes (hosts or one per GPU), mesh, global batch, HBM per device (GiB)
+  "h100x8": dict(devices=8, processes=1, mesh=(1, 8, 1), batch_size=16, hbm_gib=80),
+  "h100x16": dict(devices=16, processes=2, mesh=(2, 8, 1), batch_size=32, hbm_gib=80),
+  "v5p_64": dict(devices=32, processes=8, mesh=(1, 32, 1), batch_size=64, hbm_gib=95),
+  "v5p_128": dict(devices=64, processes=16, mesh=(1, 64, 1), batch_size=128, hbm_gib=95),
 }
 
 
@@ -43,16 +45,29 @@ def get_config(recipe: str = "h100x8"):
   c.data.tokenizer = "smollm2"  # placeholder: use the checkpoint's tokenizer (hf:DIR)
   c.data.num_chunks = 4  # CPT: 4 chunks of 1024 tokens, masks from chunk j used on chunk j+1
   c.data.max_prompt_len = 512
-  c.model.llm = llama_fields(vocab_size=128256, hidden_size=2048, intermediate_size=24576,
-                             num_hidden_layers=56, num_attention_heads=16,
-                             num_key_value_heads=2, rope_theta=500000.0,
-                             max_position_embeddings=8192, tie_word_embeddings=False,
-                             initializer_range=0.02)
+  c.model.llm = llama_fields(
+    vocab_size=128256,
+    hidden_size=2048,
+    intermediate_size=24576,
+    num_hidden_layers=56,
+    num_attention_heads=16,
+    num_key_value_heads=2,
+    rope_theta=500000.0,
+    max_position_embeddings=8192,
+    tie_word_embeddings=False,
+    initializer_range=0.02,
+  )
   c.model.predictor_init_layers = 0
-  c.model.predictor = llama_fields(hidden_size=1024, intermediate_size=4096,
-                                   num_hidden_layers=10, num_attention_heads=8,
-                                   num_key_value_heads=8, rope_theta=500000.0,
-                                   max_position_embeddings=8192, tie_word_embeddings=True)
+  c.model.predictor = llama_fields(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=10,
+    num_attention_heads=8,
+    num_key_value_heads=8,
+    rope_theta=500000.0,
+    max_position_embeddings=8192,
+    tie_word_embeddings=True,
+  )
   c.model.head_hidden = 128
   c.model.k = 6656
   c.model.eps = 0.1

@@ -16,18 +16,43 @@ so data parallelism over every device is the fastest: (-1, 1, 1). The shapes con
 3, so keep tensor = 1; fsdp must divide hidden 576 (1, 2, 4, 8, ... 64). On one CPU, 'cpu' runs
 f32; on GPUs/TPUs bf16 compute with f32 master weights and f32 Adam state.
 """
+
 from ifp_jax.train.config import default_config
 
 # name -> overrides; devices / processes / hbm_gib describe the target for launch.compile_check.
 RECIPES = {
-    "cpu": dict(dtype="float32", remat="none", mesh=(-1, 1, 1), batch_size=8, seq_len=256,
-                devices=1, processes=1, hbm_gib=None),
-    # 1 node with 8 GPUs (e.g. H100 80GB), one process.
-    "gpu": dict(dtype="bfloat16", remat="full", mesh=(-1, 1, 1), batch_size=128, seq_len=1024,
-                devices=8, processes=1, hbm_gib=80),
-    # TPU v5p-8: 4 chips, 1 host.
-    "tpu": dict(dtype="bfloat16", remat="full", mesh=(-1, 1, 1), batch_size=128, seq_len=1024,
-                devices=4, processes=1, hbm_gib=95),
+  "cpu": dict(
+    dtype="float32",
+    remat="none",
+    mesh=(-1, 1, 1),
+    batch_size=8,
+    seq_len=256,
+    devices=1,
+    processes=1,
+    hbm_gib=None,
+  ),
+  # 1 node with 8 GPUs (e.g. H100 80GB), one process.
+  "gpu": dict(
+    dtype="bfloat16",
+    remat="full",
+    mesh=(-1, 1, 1),
+    batch_size=128,
+    seq_len=1024,
+    devices=8,
+    processes=1,
+    hbm_gib=80,
+  ),
+  # TPU v5p-8: 4 chips, 1 host.
+  "tpu": dict(
+    dtype="bfloat16",
+    remat="full",
+    mesh=(-1, 1, 1),
+    batch_size=128,
+    seq_len=1024,
+    devices=4,
+    processes=1,
+    hbm_gib=95,
+  ),
 }
 
 

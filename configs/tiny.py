@@ -3,6 +3,7 @@
 Byte tokenizer, a 4-layer 128-wide LLM with d_ff 384 of which k = 128 units stay on per layer,
 and a 1-layer predictor. Shapes divide every mesh of 8 devices used in the tests.
 """
+
 from ifp_jax.train.config import default_config, llama_fields
 
 
@@ -10,11 +11,23 @@ def get_config():
   c = default_config()
   c.data.tokenizer = "bytes"
   c.data.cpt.sources.stdlib.options.max_files = 400  # ~4 MB of source is plenty here
-  c.model.llm = llama_fields(vocab_size=0, hidden_size=128, intermediate_size=384,
-                             num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                             max_position_embeddings=512, initializer_range=0.02)
-  c.model.predictor = llama_fields(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                                   num_attention_heads=2, num_key_value_heads=2)
+  c.model.llm = llama_fields(
+    vocab_size=0,
+    hidden_size=128,
+    intermediate_size=384,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    initializer_range=0.02,
+  )
+  c.model.predictor = llama_fields(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=2,
+  )
   c.model.head_hidden = 128
   c.model.k = 128
   c.model.eps = 0.1

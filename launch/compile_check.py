@@ -10,6 +10,7 @@ process (the fake device count is fixed when JAX starts), bounded by --timeout.
 A config whose shapes do not divide the mesh fails before compiling, naming the field
 (ifp_jax/train/validate.py), with exit status 2.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -24,14 +25,22 @@ from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/tiny.py", "Experiment config file.")
-flags.DEFINE_integer("num_devices", None, "Fake CPU devices (default: the mesh's size, or the "
-                     "recipe's device count).")
-flags.DEFINE_integer("num_processes", None, "Processes of the target job (for the batch "
-                     "checks; default: the recipe's, else 1).")
+flags.DEFINE_integer(
+  "num_devices", None, "Fake CPU devices (default: the mesh's size, or the recipe's device count)."
+)
+flags.DEFINE_integer(
+  "num_processes",
+  None,
+  "Processes of the target job (for the batch checks; default: the recipe's, else 1).",
+)
 flags.DEFINE_string("mesh", None, "Override config.mesh, e.g. '1,8,1'.")
 flags.DEFINE_enum("stage", "cpt", ["cpt", "sft"], "Which stage's batch shapes to compile.")
-flags.DEFINE_string("recipes", None, "'all' or comma-separated names of the config file's "
-                    "RECIPES: one child process each, then a markdown table.")
+flags.DEFINE_string(
+  "recipes",
+  None,
+  "'all' or comma-separated names of the config file's "
+  "RECIPES: one child process each, then a markdown table.",
+)
 flags.DEFINE_float("hbm_gib", None, "Device memory to compare the peak against (GiB).")
 flags.DEFINE_integer("timeout", 1200, "Seconds per child process.")
 flags.DEFINE_string("json_out", None, "Write the report as JSON here (child mode).")
@@ -57,15 +66,25 @@ def _passthrough_args() -> list[str]:
   return [a for a in sys.argv[1:] if a.startswith("--config.")]
 
 
-def _child(config_spec: str, num_devices: int, num_processes: int, json_out: str,
-           extra: list[str]) -> subprocess.CompletedProcess:
+def _child(
+  config_spec: str, num_devices: int, num_processes: int, json_out: str, extra: list[str]
+) -> subprocess.CompletedProcess:
   env = dict(os.environ, JAX_PLATFORMS="cpu", **{_CHILD: "1"})
   env["XLA_FLAGS"] = " ".join(
-      [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f] +
-      [f"--xla_force_host_platform_device_count={num_devices}"])
-  cmd = [sys.executable, "-m", "launch.compile_check", f"--config={config_spec}",
-         f"--num_devices={num_devices}", f"--num_processes={num_processes}",
-         f"--stage={FLAGS.stage}", f"--json_out={json_out}", *extra]
+    [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    + [f"--xla_force_host_platform_device_count={num_devices}"]
+  )
+  cmd = [
+    sys.executable,
+    "-m",
+    "launch.compile_check",
+    f"--config={config_spec}",
+    f"--num_devices={num_devices}",
+    f"--num_processes={num_processes}",
+    f"--stage={FLAGS.stage}",
+    f"--json_out={json_out}",
+    *extra,
+  ]
   if FLAGS.mesh:
     cmd.append(f"--mesh={FLAGS.mesh}")
   if FLAGS.hbm_gib:
@@ -75,6 +94,7 @@ def _child(config_spec: str, num_devices: int, num_processes: int, json_out: str
 
 def _run_children(targets: list[tuple[str, str, int, int, float | None]]) -> int:
   from ifp_jax.train.compile_check import Report, describe, markdown_table
+
   rows, status = [], 0
   with tempfile.TemporaryDirectory() as tmp:
     for name, spec, devices, processes, hbm in targets:
@@ -113,9 +133,16 @@ def main(argv):
     unknown = [n for n in names if n not in recipes]
     if unknown:
       raise app.UsageError(f"{path} has no RECIPES {unknown}; it has {sorted(recipes)}")
-    targets = [(n, f"{path}:{n}", int(recipes[n]["devices"]),
-                int(FLAGS.num_processes or recipes[n].get("processes", 1)),
-                FLAGS.hbm_gib or recipes[n].get("hbm_gib")) for n in names]
+    targets = [
+      (
+        n,
+        f"{path}:{n}",
+        int(recipes[n]["devices"]),
+        int(FLAGS.num_processes or recipes[n].get("processes", 1)),
+        FLAGS.hbm_gib or recipes[n].get("hbm_gib"),
+      )
+      for n in names
+    ]
   else:
     r = recipes.get(recipe, {}) if recipe else {}
     devices = FLAGS.num_devices or r.get("devices")
@@ -127,9 +154,15 @@ def main(argv):
       for s in mesh:
         devices *= int(s)
     spec = f"{path}:{recipe}" if recipe else path
-    targets = [(recipe or os.path.basename(path), spec, int(devices),
-                int(FLAGS.num_processes or r.get("processes", 1)),
-                FLAGS.hbm_gib or r.get("hbm_gib"))]
+    targets = [
+      (
+        recipe or os.path.basename(path),
+        spec,
+        int(devices),
+        int(FLAGS.num_processes or r.get("processes", 1)),
+        FLAGS.hbm_gib or r.get("hbm_gib"),
+      )
+    ]
   sys.exit(_run_children(targets))
 
 
@@ -141,16 +174,20 @@ def _child_main() -> None:
   import jax
 
   from ifp_jax.train import compile_check, validate
+
   config = FLAGS.config
   if FLAGS.mesh:
     config.mesh = _mesh()
   config.lock()
   if jax.device_count() != FLAGS.num_devices:
-    raise SystemExit(f"expected {FLAGS.num_devices} devices, JAX has {jax.device_count()} "
-                     "(XLA_FLAGS must be set before JAX starts)")
+    raise SystemExit(
+      f"expected {FLAGS.num_devices} devices, JAX has {jax.device_count()} "
+      "(XLA_FLAGS must be set before JAX starts)"
+    )
   try:
-    report = compile_check.compile_train_step(config, stage=FLAGS.stage,
-                                              process_count=FLAGS.num_processes or 1)
+    report = compile_check.compile_train_step(
+      config, stage=FLAGS.stage, process_count=FLAGS.num_processes or 1
+    )
   except validate.ConfigValidationError as e:
     print(f"compile_check: {e}", file=sys.stderr)
     sys.exit(2)

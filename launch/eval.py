@@ -19,6 +19,7 @@ math items per task, humaneval problems, mmlu questions per subject group); 0 = 
 --instructions: a JSON file {task: instruction} overriding the per-task instructions (task
 names: skills, skill domains, 'humaneval', 'gsm', 'math', 'mmlu', 'cpt', 'rg:<gym task>').
 """
+
 from __future__ import annotations
 
 import sys
@@ -27,18 +28,23 @@ from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The training run to evaluate.", required=True)
-flags.DEFINE_string("benchmarks", "perplexity,skills,math,humaneval,mmlu",
-                    "Comma-separated benchmarks.")
+flags.DEFINE_string(
+  "benchmarks", "perplexity,skills,math,humaneval,mmlu", "Comma-separated benchmarks."
+)
 flags.DEFINE_string("limit", "", "Samples per benchmark: N, or BENCHMARK:N,... (0 = all).")
-flags.DEFINE_string("variants", "", "Comma-separated: full, per_input, per_task, "
-                    "baseline:NAME=WORKDIR. Default: full,per_input,per_task.")
+flags.DEFINE_string(
+  "variants",
+  "",
+  "Comma-separated: full, per_input, per_task, "
+  "baseline:NAME=WORKDIR. Default: full,per_input,per_task.",
+)
 flags.DEFINE_integer("step", None, "Checkpoint step of --workdir (default: latest).")
-flags.DEFINE_string("instructions", None, "JSON file {task name: instruction} for per-task "
-                    "masks.")
+flags.DEFINE_string("instructions", None, "JSON file {task name: instruction} for per-task masks.")
 flags.DEFINE_integer("batch_size", 32, "Prompts per generation / scoring batch.")
 flags.DEFINE_integer("max_new_tokens", None, "Override every benchmark's generation length.")
-flags.DEFINE_string("data_dir", None, "TFDS data dir for the held-out CPT text (default: the "
-                    "run's).")
+flags.DEFINE_string(
+  "data_dir", None, "TFDS data dir for the held-out CPT text (default: the run's)."
+)
 flags.DEFINE_bool("mask_analysis", True, "Write the mask overlap / entropy analysis.")
 flags.DEFINE_string("out_dir", None, "Output folder (default WORKDIR/eval).")
 
@@ -50,15 +56,22 @@ def main(argv):
 
   try:
     record = suite.evaluate(
-        FLAGS.workdir, benchmarks=FLAGS.benchmarks, limit=FLAGS.limit, variants=FLAGS.variants,
-        step=FLAGS.step, instructions=FLAGS.instructions, batch_size=FLAGS.batch_size,
-        max_new_tokens=FLAGS.max_new_tokens, data_dir=FLAGS.data_dir,
-        analysis=FLAGS.mask_analysis, out_dir=FLAGS.out_dir)
+      FLAGS.workdir,
+      benchmarks=FLAGS.benchmarks,
+      limit=FLAGS.limit,
+      variants=FLAGS.variants,
+      step=FLAGS.step,
+      instructions=FLAGS.instructions,
+      batch_size=FLAGS.batch_size,
+      max_new_tokens=FLAGS.max_new_tokens,
+      data_dir=FLAGS.data_dir,
+      analysis=FLAGS.mask_analysis,
+      out_dir=FLAGS.out_dir,
+    )
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"launch.eval: error: {e}")
   print(open(record["files"]["markdown"]).read())
-  print(f"[eval] {record['seconds']:.0f} s; results in {record['files']['json']}",
-        file=sys.stderr)
+  print(f"[eval] {record['seconds']:.0f} s; results in {record['files']['json']}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ Outputs are written to OUT.tmp-XXXX and renamed when complete; an existing non-e
 --overwrite. Params are gathered to the host one leaf at a time and written by process 0.
 Task names: the built-in skills, skill domains and benchmarks (ifp_jax.infer.instruction_masks).
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,12 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training run directory (launch.train --workdir).")
-flags.DEFINE_string("source", None, "Instead of --workdir: 'smollm2' = SmolLM2-135M-Instruct "
-                    "weights in an IFP model with a randomly initialised predictor head.")
+flags.DEFINE_string(
+  "source",
+  None,
+  "Instead of --workdir: 'smollm2' = SmolLM2-135M-Instruct "
+  "weights in an IFP model with a randomly initialised predictor head.",
+)
 flags.DEFINE_string("out", None, "Output directory.", required=True)
 flags.DEFINE_enum("what", "full", ["full", "pruned", "predictor"], "What to export.")
 flags.DEFINE_string("instruction", None, "--what=pruned: the instruction the predictor reads.")
@@ -45,12 +50,24 @@ flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Dtype of the wri
 flags.DEFINE_bool("fold_soft_mask", False, "--what=pruned: fold SoftTopK values into down_proj.")
 flags.DEFINE_bool("overwrite", False, "Replace an existing non-empty --out.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-flags.DEFINE_string("tokenizer", None, "Tokenizer spec for the exported files (default: the "
-                    "run's); it must give the run's ids, else the export fails.")
-flags.DEFINE_float("max_shard_mb", 2048, "Largest safetensors shard in MiB; larger models get "
-                   "several shards + model.safetensors.index.json.")
-flags.DEFINE_list("mesh", ["1", "1", "1"], "(data, fsdp, tensor) mesh the checkpoint is restored "
-                  "on (-1 = all remaining devices); large models: shard over fsdp.")
+flags.DEFINE_string(
+  "tokenizer",
+  None,
+  "Tokenizer spec for the exported files (default: the "
+  "run's); it must give the run's ids, else the export fails.",
+)
+flags.DEFINE_float(
+  "max_shard_mb",
+  2048,
+  "Largest safetensors shard in MiB; larger models get "
+  "several shards + model.safetensors.index.json.",
+)
+flags.DEFINE_list(
+  "mesh",
+  ["1", "1", "1"],
+  "(data, fsdp, tensor) mesh the checkpoint is restored "
+  "on (-1 = all remaining devices); large models: shard over fsdp.",
+)
 flags.DEFINE_integer("k", 512, "--source=smollm2: kept units per layer.")
 flags.DEFINE_integer("predictor_layers", 4, "--source=smollm2: backbone layers.")
 flags.DEFINE_integer("seed", 0, "--source=smollm2: head init seed.")
@@ -58,6 +75,7 @@ flags.DEFINE_integer("seed", 0, "--source=smollm2: head init seed.")
 
 def read_units(path: str):
   import numpy as np
+
   p = pathlib.Path(path)
   if not p.is_file():
     raise FileNotFoundError(f"--units={path}: no such file")
@@ -70,8 +88,10 @@ def read_units(path: str):
 def main(argv):
   del argv
   from absl import logging
+
   logging.set_verbosity(logging.WARNING)
   from ifp_jax.train import distributed
+
   distributed.initialize()
   import jax
 
@@ -81,30 +101,43 @@ def main(argv):
   try:
     if (FLAGS.workdir is None) == (FLAGS.source is None):
       raise export.ExportError("pass exactly one of --workdir or --source=smollm2")
-    if FLAGS.what != "pruned" and (FLAGS.instruction or FLAGS.task or FLAGS.units
-                                   or FLAGS.fold_soft_mask):
-      raise export.ExportError("--instruction/--task/--units/--fold_soft_mask go with "
-                               "--what=pruned")
+    if FLAGS.what != "pruned" and (
+      FLAGS.instruction or FLAGS.task or FLAGS.units or FLAGS.fold_soft_mask
+    ):
+      raise export.ExportError(
+        "--instruction/--task/--units/--fold_soft_mask go with --what=pruned"
+      )
     export.writer.check_out(FLAGS.out, FLAGS.overwrite)  # fail before loading anything
     if FLAGS.source is not None:
       if FLAGS.source != "smollm2":
         raise export.ExportError(f"--source={FLAGS.source!r}: only 'smollm2' is supported")
-      src = export.smollm2_source(k=FLAGS.k, predictor_layers=FLAGS.predictor_layers,
-                                  seed=FLAGS.seed)
+      src = export.smollm2_source(
+        k=FLAGS.k, predictor_layers=FLAGS.predictor_layers, seed=FLAGS.seed
+      )
     else:
       shape = tuple(int(x) for x in FLAGS.mesh)
-      devices = jax.devices() if -1 in shape else jax.devices()[:math.prod(shape)]
+      devices = jax.devices() if -1 in shape else jax.devices()[: math.prod(shape)]
       mesh = sharding.make_mesh(shape, devices)
       src = export.from_run(FLAGS.workdir, step=FLAGS.step, mesh=mesh)
-    common = dict(dtype=FLAGS.dtype, overwrite=FLAGS.overwrite, tokenizer_spec=FLAGS.tokenizer,
-                  max_shard_bytes=int(FLAGS.max_shard_mb * 1024**2))
+    common = dict(
+      dtype=FLAGS.dtype,
+      overwrite=FLAGS.overwrite,
+      tokenizer_spec=FLAGS.tokenizer,
+      max_shard_bytes=int(FLAGS.max_shard_mb * 1024**2),
+    )
     if FLAGS.what == "full":
       out = export.export_full(src, FLAGS.out, **common)
     elif FLAGS.what == "pruned":
       units = read_units(FLAGS.units) if FLAGS.units else None
-      out = export.export_pruned(src, FLAGS.out, instruction=FLAGS.instruction,
-                                 tasks=FLAGS.task, units=units,
-                                 fold_soft_mask=FLAGS.fold_soft_mask, **common)
+      out = export.export_pruned(
+        src,
+        FLAGS.out,
+        instruction=FLAGS.instruction,
+        tasks=FLAGS.task,
+        units=units,
+        fold_soft_mask=FLAGS.fold_soft_mask,
+        **common,
+      )
     else:
       out = export.export_predictor(src, FLAGS.out, **common)
   except (export.ExportError, FileNotFoundError, ValueError) as e:

@@ -3,7 +3,8 @@
   python -m launch.generate --model=smollm2 --prompt="What is JAX?" --chat --max_new_tokens=64
   python -m launch.generate --model=/path/to/hf_dir --prompt="def fib(n):"
   python -m launch.generate --workdir=runs/tiny --prompt="Reverse the word.\nhello"
-  python -m launch.generate --workdir=runs/tiny --prompt="hello" --task_instruction="Reverse the word."
+  python -m launch.generate --workdir=runs/tiny --prompt="hello" \\
+    --task_instruction="Reverse the word."
 
 With --workdir (a launch.train run), generation is pruned inference (ifp_jax/infer/pruned.py): the
 predictor reads the prompt (or --task_instruction), the kept FFN units are gathered into a dense

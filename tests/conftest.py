@@ -1,4 +1,5 @@
 """Test setup: 8 fake CPU devices and exact f32 matmuls, set before JAX initialises."""
+
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -26,7 +27,12 @@ def trained_run(tmp_path_factory):
   from ifp_jax.train.trainer import Trainer
 
   workdir = tmp_path_factory.mktemp("trained_run")
-  config = tu.small_config(tu.shared_data_dir(tmp_path_factory), mesh=(1, 1, 1), cpt__steps=6,
-                           sft__steps=6, train__log_every=3)
+  config = tu.small_config(
+    tu.shared_data_dir(tmp_path_factory),
+    mesh=(1, 1, 1),
+    cpt__steps=6,
+    sft__steps=6,
+    train__log_every=3,
+  )
   Trainer(config, workdir, devices=jax.devices()[:1]).run()
   return workdir

@@ -5,6 +5,7 @@ must report the same first-step loss for our IFP step and the PyTorch peer built
 weights (same predictor, same soft top-k masks), and the inference benchmark must get through
 predictor -> gather -> generate for every variant and print its ratio table.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,16 +21,25 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def _run(script: str, *args: str) -> str:
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)  # one CPU device, as the benchmarks run
-  proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
   return proc.stdout
 
 
 def test_train_throughput_torch_peer_matches_our_loss():
   out = _run("train_throughput.py", "--variants=jax_ifp,torch_ifp", "--rounds=1", "--steps=1")
-  match = re.search(r"first-step loss \(same weights, same batch\): jax_ifp ([\d.]+), "
-                    r"torch_ifp ([\d.]+)", out)
+  match = re.search(
+    r"first-step loss \(same weights, same batch\): jax_ifp ([\d.]+), "
+    r"torch_ifp ([\d.]+)",
+    out,
+  )
   assert match, out
   ours, peer = float(match.group(1)), float(match.group(2))
   assert abs(ours - peer) < 1e-3 * max(1.0, abs(ours)), (ours, peer)
@@ -49,20 +59,41 @@ def test_repro_quick_trains_every_method_and_writes_the_tables(tmp_path):
   """The reproduction's plumbing end to end on a few steps: pretraining, HF export, the four
   method runs from their pretrained starts, the eval, per-domain tables and the claim checks."""
   work, out = tmp_path / "work", tmp_path / "out"
-  proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "repro.py"), "--quick",
-                         f"--workdir={work}", f"--out={out}"], cwd=ROOT,
-                        env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},
-                        capture_output=True, text=True, timeout=900)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      str(ROOT / "benchmarks" / "repro.py"),
+      "--quick",
+      f"--workdir={work}",
+      f"--out={out}",
+    ],
+    cwd=ROOT,
+    env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
   md = (out / "results.md").read_text()
-  for label in ("dense-full (d_ff = F)", "dense-small (d_ff = k)", "static pruning F -> k",
-                "IFP F -> k, per input", "IFP F -> k, per task"):
+  for label in (
+    "dense-full (d_ff = F)",
+    "dense-small (d_ff = k)",
+    "static pruning F -> k",
+    "IFP F -> k, per input",
+    "IFP F -> k, per task",
+  ):
     assert md.count(f"| {label} |") == 5, label  # 3 skill domains + math + text
   for row in ("| arithmetic |", "| strings |", "| code |", "| math |"):
     assert row in md  # the claim check, one row per domain
   rec = json.loads((out / "results.json").read_text())
-  assert set(rec["train"]) == {"pretrain_full", "pretrain_small", "dense_full", "dense_small",
-                               "static", "ifp"}
+  assert set(rec["train"]) == {
+    "pretrain_full",
+    "pretrain_small",
+    "dense_full",
+    "dense_small",
+    "static",
+    "ifp",
+  }
   v = rec["eval"]["variants"]
   assert (v["dense_full"]["ffn_units"], v["dense_small"]["ffn_units"]) == (512, 128)
   assert v["per_input"]["ffn_units"] == v["static"]["ffn_units"] == 128
@@ -72,10 +103,21 @@ def test_repro_quick_trains_every_method_and_writes_the_tables(tmp_path):
   for f in ("domains.png", "loss_curves.png", "mask_overlap.png"):
     assert (out / f).read_bytes()[:4] == b"\x89PNG"
   # A second call reuses the finished runs and the eval, and adds an IFP ablation.
-  again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "repro.py"), "--quick",
-                          f"--workdir={work}", f"--out={out}", "--ablation=soft:model.eps=0.5"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600,
-                         env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"})
+  again = subprocess.run(
+    [
+      sys.executable,
+      str(ROOT / "benchmarks" / "repro.py"),
+      "--quick",
+      f"--workdir={work}",
+      f"--out={out}",
+      "--ablation=soft:model.eps=0.5",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},
+  )
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.count("reusing the finished run") == 6
   assert "reusing the eval" in again.stdout and "training ifp_soft" in again.stdout

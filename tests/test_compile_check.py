@@ -3,6 +3,7 @@ reported per-device state bytes follow the shardings (fsdp splits, data replicat
 keeps f32 master weights); the paper config fits its 8 x 80 GB recipe; the launcher runs one
 child process per device count and rejects an indivisible config naming the field.
 """
+
 import importlib.util
 import os
 import pathlib
@@ -24,9 +25,12 @@ def reports():
   """The tiny test config compiled on three 8-device layouts (nothing is allocated)."""
   assert len(jax.devices()) == 8
   out = {}
-  for name, mesh, dtype in [("data", (8, 1, 1), "float32"), ("fsdp", (1, 8, 1), "float32"),
-                            ("fsdp_bf16", (1, 8, 1), "bfloat16"), ("mixed", (2, 2, 2),
-                                                                  "float32")]:
+  for name, mesh, dtype in [
+    ("data", (8, 1, 1), "float32"),
+    ("fsdp", (1, 8, 1), "float32"),
+    ("fsdp_bf16", (1, 8, 1), "bfloat16"),
+    ("mixed", (2, 2, 2), "float32"),
+  ]:
     config = tu.small_config("/nonexistent", mesh=mesh, model__dtype=dtype)
     config.lock()
     out[name] = compile_check.compile_train_step(config)
@@ -91,33 +95,44 @@ def test_paper_config_tensor_parallel_limits():
     validate.validate(config, ifp, (1, 1, 16))
   assert {p.field for p in e.value.problems} == {"model.predictor.num_attention_heads"}
   assert "model.predictor.num_attention_heads=8 is not divisible by mesh tensor=16" in str(e.value)
-  with pytest.raises(validate.ConfigValidationError, match="model.k=6656 is not divisible by "
-                     "mesh tensor=1024"):
+  with pytest.raises(
+    validate.ConfigValidationError, match="model.k=6656 is not divisible by mesh tensor=1024"
+  ):
     validate.validate(config, ifp, (1, 1, 1024))
 
 
 def _ifp(config):
   from ifp_jax.data.tokenization import load_tokenizer
   from ifp_jax.train.trainer import resolve_models
+
   return resolve_models(config, load_tokenizer(config.data.tokenizer))[0]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
   env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  return subprocess.run([sys.executable, "-m", "launch.compile_check", *args], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+    [sys.executable, "-m", "launch.compile_check", *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
 
 
 def test_cli_prints_the_memory_table_for_a_device_count():
-  res = _cli("--config=configs/tiny.py", "--num_devices=4", "--mesh=2,2,1",
-             "--config.model.llm.num_hidden_layers=2")
+  res = _cli(
+    "--config=configs/tiny.py",
+    "--num_devices=4",
+    "--mesh=2,2,1",
+    "--config.model.llm.num_hidden_layers=2",
+  )
   assert res.returncode == 0, res.stderr[-3000:]
   assert "train step (cpt) on 4 devices, mesh {'data': 2, 'fsdp': 2, 'tensor': 1}" in res.stderr
   assert "| tiny.py | 4 | (2, 2, 1) | 16 x 128 | " in res.stdout
 
 
 def test_cli_rejects_an_indivisible_config_naming_the_field():
-  res = _cli("--config=configs/tiny.py", "--num_devices=2", "--mesh=1,1,2",
-             "--config.model.k=127")
+  res = _cli("--config=configs/tiny.py", "--num_devices=2", "--mesh=1,1,2", "--config.model.k=127")
   assert res.returncode == 2, (res.returncode, res.stderr[-3000:])
   assert "model.k=127 is not divisible by mesh tensor=2" in res.stderr

@@ -2,6 +2,7 @@
 cannot split fail before compiling, naming the config field; bf16 compute and remat policies
 train like the f32 / no-remat baseline.
 """
+
 import importlib.util
 import math
 import pathlib
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 import train_utils as tu
 
-from ifp_jax.train import validate
 from ifp_jax.data.tokenization import load_tokenizer
+from ifp_jax.train import validate
 from ifp_jax.train.trainer import Trainer, resolve_models
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -49,8 +50,9 @@ def test_config_loads_builds_and_fits_its_mesh(name, recipe):
   r = module.RECIPES[recipe] if recipe else {}
   # The documented target: the recipe's devices and processes; else this test session's 8.
   devices = r.get("devices", len(jax.devices()))
-  warnings = validate.validate(config, ifp, tuple(config.mesh), num_devices=devices,
-                               process_count=r.get("processes", 1))
+  warnings = validate.validate(
+    config, ifp, tuple(config.mesh), num_devices=devices, process_count=r.get("processes", 1)
+  )
   assert all(not w.error for w in warnings)
   if config.model.dtype == "bfloat16":
     assert config.model.param_dtype == "float32"  # f32 master weights (and Adam moments)
@@ -59,12 +61,20 @@ def test_config_loads_builds_and_fits_its_mesh(name, recipe):
 def test_paper_config_has_the_paper_shapes():
   config = load_module("paper_9b_to_3b.py").get_config()
   llm = config.model.llm
-  assert (llm.num_hidden_layers, llm.hidden_size, llm.num_attention_heads,
-          llm.num_key_value_heads, llm.intermediate_size) == (56, 2048, 16, 2, 24576)
+  assert (
+    llm.num_hidden_layers,
+    llm.hidden_size,
+    llm.num_attention_heads,
+    llm.num_key_value_heads,
+    llm.intermediate_size,
+  ) == (56, 2048, 16, 2, 24576)
   assert llm.hidden_size // llm.num_attention_heads == 128  # head_dim
   assert config.model.k == 6656
   assert (config.model.dtype, config.model.param_dtype, config.model.remat) == (
-      "bfloat16", "float32", "full")
+    "bfloat16",
+    "float32",
+    "full",
+  )
 
 
 def test_smollm2_config_keeps_512_of_1536():
@@ -87,35 +97,91 @@ def _tiny(**overrides):
 PRED4 = {"model__predictor__num_attention_heads": 4, "model__predictor__num_key_value_heads": 4}
 
 
-@pytest.mark.parametrize("overrides,mesh,processes,message,fields", [
-    ({"model__predictor__num_attention_heads": 8, "model__predictor__num_key_value_heads": 8},
-     (1, 1, 8), 1, "model.llm.num_attention_heads=4 is not divisible by mesh tensor=8",
-     {"model.llm.num_attention_heads"}),
-    ({"model__llm__hidden_size": 96, "model__llm__num_attention_heads": 6,
-      "model__llm__num_key_value_heads": 3}, (1, 1, 2), 1,
-     "model.llm.num_key_value_heads=3 is not divisible by mesh tensor=2",
-     {"model.llm.num_key_value_heads"}),
-    ({"model__llm__intermediate_size": 390, **PRED4}, (1, 1, 4), 1,
-     "model.llm.intermediate_size=390 is not divisible by mesh tensor=4",
-     {"model.llm.intermediate_size"}),
-    ({"model__k": 126, **PRED4}, (1, 1, 4), 1,
-     "model.k=126 is not divisible by mesh tensor=4 (the gathered pruned FFN", {"model.k"}),
-    ({"model__llm__vocab_size": 302, **PRED4}, (1, 1, 4), 1,
-     "model.llm.vocab_size=302 is not divisible by mesh tensor=4", {"model.llm.vocab_size"}),
-    ({"model__llm__hidden_size": 96, "model__llm__num_attention_heads": 3,
-      "model__llm__num_key_value_heads": 1, "train__batch_size": 64}, (1, 64, 1), 1,
-     "model.llm.hidden_size=96 is not divisible by mesh fsdp=64", {"model.llm.hidden_size"}),
-    ({"model__predictor__hidden_size": 48, "train__batch_size": 32}, (1, 32, 1), 1,
-     "model.predictor.hidden_size=48 is not divisible by mesh fsdp=32",
-     {"model.predictor.hidden_size"}),
-    ({"train__batch_size": 12}, (8, 1, 1), 1,
-     "train.batch_size=12 is not divisible by mesh data*fsdp=8", {"train.batch_size"}),
+@pytest.mark.parametrize(
+  "overrides,mesh,processes,message,fields",
+  [
+    (
+      {"model__predictor__num_attention_heads": 8, "model__predictor__num_key_value_heads": 8},
+      (1, 1, 8),
+      1,
+      "model.llm.num_attention_heads=4 is not divisible by mesh tensor=8",
+      {"model.llm.num_attention_heads"},
+    ),
+    (
+      {
+        "model__llm__hidden_size": 96,
+        "model__llm__num_attention_heads": 6,
+        "model__llm__num_key_value_heads": 3,
+      },
+      (1, 1, 2),
+      1,
+      "model.llm.num_key_value_heads=3 is not divisible by mesh tensor=2",
+      {"model.llm.num_key_value_heads"},
+    ),
+    (
+      {"model__llm__intermediate_size": 390, **PRED4},
+      (1, 1, 4),
+      1,
+      "model.llm.intermediate_size=390 is not divisible by mesh tensor=4",
+      {"model.llm.intermediate_size"},
+    ),
+    (
+      {"model__k": 126, **PRED4},
+      (1, 1, 4),
+      1,
+      "model.k=126 is not divisible by mesh tensor=4 (the gathered pruned FFN",
+      {"model.k"},
+    ),
+    (
+      {"model__llm__vocab_size": 302, **PRED4},
+      (1, 1, 4),
+      1,
+      "model.llm.vocab_size=302 is not divisible by mesh tensor=4",
+      {"model.llm.vocab_size"},
+    ),
+    (
+      {
+        "model__llm__hidden_size": 96,
+        "model__llm__num_attention_heads": 3,
+        "model__llm__num_key_value_heads": 1,
+        "train__batch_size": 64,
+      },
+      (1, 64, 1),
+      1,
+      "model.llm.hidden_size=96 is not divisible by mesh fsdp=64",
+      {"model.llm.hidden_size"},
+    ),
+    (
+      {"model__predictor__hidden_size": 48, "train__batch_size": 32},
+      (1, 32, 1),
+      1,
+      "model.predictor.hidden_size=48 is not divisible by mesh fsdp=32",
+      {"model.predictor.hidden_size"},
+    ),
+    (
+      {"train__batch_size": 12},
+      (8, 1, 1),
+      1,
+      "train.batch_size=12 is not divisible by mesh data*fsdp=8",
+      {"train.batch_size"},
+    ),
     ({}, (1, 1, 2), 2, "mesh data*fsdp=1 is not divisible by the process count 2", {"mesh"}),
-    ({"train__batch_size": 8}, (8, 1, 1), 3,
-     "train.batch_size=8 is not divisible by the process count 3", {"train.batch_size", "mesh"}),
-    ({"train__seq_len": 65}, (1, 1, 1), 1,
-     "train.seq_len=65 is not divisible by data.num_chunks=2", {"data.num_chunks"}),
-])
+    (
+      {"train__batch_size": 8},
+      (8, 1, 1),
+      3,
+      "train.batch_size=8 is not divisible by the process count 3",
+      {"train.batch_size", "mesh"},
+    ),
+    (
+      {"train__seq_len": 65},
+      (1, 1, 1),
+      1,
+      "train.seq_len=65 is not divisible by data.num_chunks=2",
+      {"data.num_chunks"},
+    ),
+  ],
+)
 def test_indivisible_shapes_name_the_field(overrides, mesh, processes, message, fields):
   config, ifp = _tiny(**overrides)
   with pytest.raises(validate.ConfigValidationError) as e:

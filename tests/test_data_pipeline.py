@@ -1,5 +1,6 @@
 """build_iterator end to end (byte tokenizer): CPT chunk routing, SFT loss masks, truncation
 counts, exact resume, disjoint hosts, mixture weights, finite eval iterators."""
+
 import inspect
 import itertools
 import json
@@ -13,8 +14,7 @@ from ifp_jax.data.pipeline import build_iterator, default_data_config, source_co
 from ifp_jax.data.tokenization import ByteTokenizer
 
 TOK = ByteTokenizer()
-KEYS = {"input_ids", "targets", "loss_weights", "predictor_ids", "predictor_lengths",
-        "mask_index"}
+KEYS = {"input_ids", "targets", "loss_weights", "predictor_ids", "predictor_lengths", "mask_index"}
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +23,12 @@ def data(tmp_path_factory):
   docs = [f"document {i}: " + "abcdefghij"[i % 10] * (5 + 7 * i) for i in range(30)]
   (d / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
   pairs = [(f"Question number {i}?", f"answer {i}") for i in range(40)]
-  (d / "sft.jsonl").write_text("".join(
-      json.dumps({"prompt": p, "response": r}) + "\n" for p, r in pairs))
-  (d / "other.jsonl").write_text("".join(
-      json.dumps({"prompt": f"Other {i}", "response": "o"}) + "\n" for i in range(40)))
+  (d / "sft.jsonl").write_text(
+    "".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in pairs)
+  )
+  (d / "other.jsonl").write_text(
+    "".join(json.dumps({"prompt": f"Other {i}", "response": "o"}) + "\n" for i in range(40))
+  )
   return {"dir": d, "docs": docs, "pairs": dict(pairs)}
 
 
@@ -46,8 +48,13 @@ def _take(it, n):
 @pytest.mark.parametrize("num_chunks", [2, 4])
 def test_cpt_chunk_routing(data, num_chunks):
   T, B = 32, 3
-  cfg = _cfg(data, "cpt", {"docs": source_config("text", [str(data["dir"] / "docs.jsonl")])},
-             num_chunks=num_chunks, shuffle=False)
+  cfg = _cfg(
+    data,
+    "cpt",
+    {"docs": source_config("text", [str(data["dir"] / "docs.jsonl")])},
+    num_chunks=num_chunks,
+    shuffle=False,
+  )
   batches = _take(build_iterator(cfg, TOK, kind="cpt", seq_len=T, batch_size=B), 6)
   P, C = T // num_chunks, num_chunks - 1
   rows = []
@@ -60,7 +67,7 @@ def test_cpt_chunk_routing(data, num_chunks):
       inp, tgt, lw = b["input_ids"][r], b["targets"][r], b["loss_weights"][r]
       assert np.all(lw[:P] == 0) and np.all(lw[P:] == 1)  # no loss on the first chunk
       for c in range(C):
-        np.testing.assert_array_equal(b["predictor_ids"][r, c], tgt[c * P:(c + 1) * P])
+        np.testing.assert_array_equal(b["predictor_ids"][r, c], tgt[c * P : (c + 1) * P])
       np.testing.assert_array_equal(b["predictor_lengths"][r], P)
       expected = np.maximum(np.arange(T) // P - 1, 0)
       np.testing.assert_array_equal(b["mask_index"][r], expected)
@@ -106,25 +113,38 @@ def test_sft_loss_mask_is_exactly_the_response(data):
 
 def test_sft_multi_turn_and_skills(data, tmp_path):
   f = tmp_path / "chat.jsonl"
-  f.write_text(json.dumps({"messages": [
-      {"role": "user", "content": "hi"}, {"role": "assistant", "content": "A1"},
-      {"role": "user", "content": "more"}, {"role": "assistant", "content": "A2"}]}) + "\n")
+  f.write_text(
+    json.dumps(
+      {
+        "messages": [
+          {"role": "user", "content": "hi"},
+          {"role": "assistant", "content": "A1"},
+          {"role": "user", "content": "more"},
+          {"role": "assistant", "content": "A2"},
+        ]
+      }
+    )
+    + "\n"
+  )
   cfg = _cfg(data, "sft", {"chat": source_config("jsonl_sft", [str(f)])})
   b = next(build_iterator(cfg, TOK, kind="sft", seq_len=80, batch_size=1))
   assert TOK.decode(b["targets"][0][b["loss_weights"][0] > 0]) == "A1<|im_end|>A2<|im_end|>"
-  assert TOK.decode(b["predictor_ids"][0, 0, :b["predictor_lengths"][0, 0]]) == "hi"
+  assert TOK.decode(b["predictor_ids"][0, 0, : b["predictor_lengths"][0, 0]]) == "hi"
   cfg = _cfg(data, "sft", {"skills": source_config("skills", num_train=200, num_eval=20)})
   b = next(build_iterator(cfg, TOK, kind="sft", seq_len=96, batch_size=8))
   for r in range(8):
-    prompt = TOK.decode(b["predictor_ids"][r, 0, :b["predictor_lengths"][r, 0]])
+    prompt = TOK.decode(b["predictor_ids"][r, 0, : b["predictor_lengths"][r, 0]])
     answer = TOK.decode(b["targets"][r][b["loss_weights"][r] > 0])
     assert "\n" in prompt and answer.endswith("<|im_end|>") and len(answer) > len("<|im_end|>")
 
 
 def test_truncation_policies_are_counted(data, tmp_path):
   f = tmp_path / "long.jsonl"
-  f.write_text("".join(json.dumps({"prompt": f"{i} " + "x" * 100, "response": "short"}) + "\n"
-                       for i in range(8)))
+  f.write_text(
+    "".join(
+      json.dumps({"prompt": f"{i} " + "x" * 100, "response": "short"}) + "\n" for i in range(8)
+    )
+  )
   src = {"long": source_config("jsonl_sft", [str(f)])}
   T = 48
   cfg = _cfg(data, "sft", src, max_prompt_len=16)
@@ -160,12 +180,16 @@ def _assert_same(batches_a, batches_b):
 @pytest.mark.parametrize("stage", ["cpt", "sft"])
 def test_state_round_trip_gives_identical_batches(data, stage):
   if stage == "cpt":
-    sources = {"docs": source_config("text", [str(data["dir"] / "docs.jsonl")], weight=2),
-               "more": source_config("text", [str(data["dir"] / "sft.jsonl")], text_field="prompt")}
+    sources = {
+      "docs": source_config("text", [str(data["dir"] / "docs.jsonl")], weight=2),
+      "more": source_config("text", [str(data["dir"] / "sft.jsonl")], text_field="prompt"),
+    }
     kw = dict(seq_len=16, batch_size=2)
   else:
-    sources = {"qa": source_config("jsonl_sft", [str(data["dir"] / "sft.jsonl")], weight=3),
-               "other": source_config("jsonl_sft", [str(data["dir"] / "other.jsonl")])}
+    sources = {
+      "qa": source_config("jsonl_sft", [str(data["dir"] / "sft.jsonl")], weight=3),
+      "other": source_config("jsonl_sft", [str(data["dir"] / "other.jsonl")]),
+    }
     kw = dict(seq_len=64, batch_size=3)
   cfg = _cfg(data, stage, sources, shuffle_window=8)
   it = build_iterator(cfg, TOK, kind=stage, seed=5, **kw)
@@ -180,21 +204,30 @@ def test_state_round_trip_gives_identical_batches(data, stage):
   # a different seed gives a different order
   first = _take(build_iterator(cfg, TOK, kind=stage, seed=5, **kw), 7)
   other = _take(build_iterator(cfg, TOK, kind=stage, seed=6, **kw), 7)
-  assert any(not np.array_equal(a["input_ids"], b["input_ids"])
-             for a, b in zip(first, other, strict=True))
+  assert any(
+    not np.array_equal(a["input_ids"], b["input_ids"]) for a, b in zip(first, other, strict=True)
+  )
 
 
 def test_two_hosts_read_disjoint_records(data):
   cfg = _cfg(data, "sft", {"qa": source_config("jsonl_sft", [str(data["dir"] / "sft.jsonl")])})
   prompts = []
   for host in range(2):
-    it = build_iterator(cfg, TOK, kind="sft", seq_len=64, batch_size=6, process_index=host,
-                        process_count=2, num_epochs=1)
+    it = build_iterator(
+      cfg,
+      TOK,
+      kind="sft",
+      seq_len=64,
+      batch_size=6,
+      process_index=host,
+      process_count=2,
+      num_epochs=1,
+    )
     seen = []
     for b in it:
       for r in range(6):
         if b["loss_weights"][r].any():
-          seen.append(TOK.decode(b["predictor_ids"][r, 0, :b["predictor_lengths"][r, 0]]))
+          seen.append(TOK.decode(b["predictor_ids"][r, 0, : b["predictor_lengths"][r, 0]]))
         else:  # filler rows of the last, partial batch
           assert np.all(b["input_ids"][r] == TOK.pad_id) and b["predictor_lengths"][r, 0] == 1
     assert len(seen) == len(set(seen)) == 20 and it.stats["host_records"]["qa"] == 20
@@ -204,25 +237,29 @@ def test_two_hosts_read_disjoint_records(data):
 
 
 def test_mixture_follows_weights(data):
-  sources = {"qa": source_config("jsonl_sft", [str(data["dir"] / "sft.jsonl")], weight=3.0),
-             "other": source_config("jsonl_sft", [str(data["dir"] / "other.jsonl")], weight=1.0),
-             "off": source_config("jsonl_sft", [str(data["dir"] / "other.jsonl")], weight=0.0)}
+  sources = {
+    "qa": source_config("jsonl_sft", [str(data["dir"] / "sft.jsonl")], weight=3.0),
+    "other": source_config("jsonl_sft", [str(data["dir"] / "other.jsonl")], weight=1.0),
+    "off": source_config("jsonl_sft", [str(data["dir"] / "other.jsonl")], weight=0.0),
+  }
   cfg = _cfg(data, "sft", sources)
   it = build_iterator(cfg, TOK, kind="sft", seq_len=48, batch_size=10)
   counted = {"qa": 0, "other": 0}
   for b in _take(it, 40):
     for r in range(10):
-      prompt = TOK.decode(b["predictor_ids"][r, 0, :b["predictor_lengths"][r, 0]])
+      prompt = TOK.decode(b["predictor_ids"][r, 0, : b["predictor_lengths"][r, 0]])
       counted["qa" if prompt.startswith("Question") else "other"] += 1
   assert counted == it.stats["per_source"]
   assert abs(counted["qa"] / 400 - 0.75) < 0.05
 
 
 def test_finite_eval_iterator_and_errors(data):
-  cfg = _cfg(data, "cpt", {"docs": source_config("text", [str(data["dir"] / "docs.jsonl")],
-                                                 eval_fraction=0.3)})
-  it = build_iterator(cfg, TOK, kind="cpt", seq_len=16, batch_size=4, split="eval",
-                      num_epochs=1)
+  cfg = _cfg(
+    data,
+    "cpt",
+    {"docs": source_config("text", [str(data["dir"] / "docs.jsonl")], eval_fraction=0.3)},
+  )
+  it = build_iterator(cfg, TOK, kind="cpt", seq_len=16, batch_size=4, split="eval", num_epochs=1)
   batches = list(itertools.islice(it, 1000))
   assert 0 < len(batches) < 1000
   n_eval = it.stats["records"]["docs"]["eval"]
@@ -252,15 +289,20 @@ def test_default_config_is_documented_and_builds(data):
 
 def test_reasoning_gym_source(data):
   pytest.importorskip("reasoning_gym")
-  src = source_config("reasoning_gym", tasks=["basic_arithmetic", "chain_sum"], size=30,
-                      eval_size=10, seed=1, task_kwargs={"chain_sum": {"min_terms": 2,
-                                                                       "max_terms": 3}})
+  src = source_config(
+    "reasoning_gym",
+    tasks=["basic_arithmetic", "chain_sum"],
+    size=30,
+    eval_size=10,
+    seed=1,
+    task_kwargs={"chain_sum": {"min_terms": 2, "max_terms": 3}},
+  )
   cfg = _cfg(data, "sft", {"rg": src})
   for split in ("train", "eval"):
     it = build_iterator(cfg, TOK, kind="sft", seq_len=128, batch_size=4, split=split)
     b = next(it)
     for r in range(4):
-      question = TOK.decode(b["predictor_ids"][r, 0, :b["predictor_lengths"][r, 0]])
+      question = TOK.decode(b["predictor_ids"][r, 0, : b["predictor_lengths"][r, 0]])
       answer = TOK.decode(b["targets"][r][b["loss_weights"][r] > 0])
       assert question and answer.endswith("<|im_end|>") and len(answer) > len("<|im_end|>")
   assert it.stats["records"]["rg"]["train"] == 60

@@ -1,4 +1,5 @@
 """The built-in skill suite: coverage, correctness, determinism, train/eval disjointness."""
+
 import collections
 
 import pytest

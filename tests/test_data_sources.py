@@ -1,5 +1,6 @@
 """Sources and TFDS builders: errors name file:line, skip-and-count, empty corpora, caching and
 rebuilds, held-out split, reasoning-gym seed disjointness."""
+
 import itertools
 import json
 
@@ -13,19 +14,29 @@ def _write_jsonl(path, lines):
   return path
 
 
-GOOD = [{"prompt": "Say hi", "response": "hi"},
-        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "Q?"},
-                      {"role": "assistant", "content": "A."}]}]
+GOOD = [
+  {"prompt": "Say hi", "response": "hi"},
+  {
+    "messages": [
+      {"role": "system", "content": "s"},
+      {"role": "user", "content": "Q?"},
+      {"role": "assistant", "content": "A."},
+    ]
+  },
+]
 
 
-@pytest.mark.parametrize("bad, problem", [
+@pytest.mark.parametrize(
+  "bad, problem",
+  [
     ("{not json", "invalid JSON"),
     ("[1, 2]", "expected a JSON object"),
     ({"prompt": "x"}, "'response' must be a string"),
     ({"messages": [{"role": "user", "content": "only a question"}]}, "followed by an assistant"),
     ({"messages": [{"role": "robot", "content": "x"}]}, "unknown role"),
     ({"text": "neither"}, "expected 'prompt'/'response'"),
-])
+  ],
+)
 def test_malformed_line_names_file_and_line(tmp_path, bad, problem):
   f = _write_jsonl(tmp_path / "sft.jsonl", [GOOD[0], "", GOOD[1], bad])
   with pytest.raises(ValueError) as err:
@@ -36,8 +47,9 @@ def test_malformed_line_names_file_and_line(tmp_path, bad, problem):
 
 def test_skip_malformed_counts(tmp_path):
   f = _write_jsonl(tmp_path / "sft.jsonl", [GOOD[0], "{bad", GOOD[1], {"prompt": 1}, GOOD[0]])
-  mat = builders.materialize("s", "jsonl_sft", [str(f)], {}, data_dir=str(tmp_path / "tfds"),
-                             skip_malformed=True)
+  mat = builders.materialize(
+    "s", "jsonl_sft", [str(f)], {}, data_dir=str(tmp_path / "tfds"), skip_malformed=True
+  )
   assert mat.metadata["skipped_lines"] == 2
   assert mat.split_sizes == {"train": 3}
   records = mat.data_source("train")
@@ -59,8 +71,14 @@ def test_empty_corpus_errors_name_paths(tmp_path):
   with pytest.raises(ValueError, match="empty corpus.*blank"):
     builders.materialize("t", "text", [str(blank)], {}, data_dir=str(tmp_path / "tfds"))
   with pytest.raises(ValueError, match="empty SFT data"):
-    builders.materialize("s", "jsonl_sft", [str(_write_jsonl(tmp_path / "e.jsonl", ["{x"]))], {},
-                         data_dir=str(tmp_path / "tfds"), skip_malformed=True)
+    builders.materialize(
+      "s",
+      "jsonl_sft",
+      [str(_write_jsonl(tmp_path / "e.jsonl", ["{x"]))],
+      {},
+      data_dir=str(tmp_path / "tfds"),
+      skip_malformed=True,
+    )
 
 
 def test_text_builder_cache_rebuild_and_heldout(tmp_path):
@@ -79,8 +97,9 @@ def test_text_builder_cache_rebuild_and_heldout(tmp_path):
   keys = {s: {r["key"].decode() for r in a.data_source(s)} for s in ("train", "eval")}
   assert not keys["train"] & keys["eval"]
   assert all(k.startswith("corpus/sub/") for k in keys["train"])
-  assert keys["eval"] == {k for k in keys["train"] | keys["eval"]
-                          if sources.in_eval_split(k, 0.2)}  # membership = hash of the key
+  assert keys["eval"] == {
+    k for k in keys["train"] | keys["eval"] if sources.in_eval_split(k, 0.2)
+  }  # membership = hash of the key
   # Unchanged inputs: same config (cached, not rebuilt).
   b = builders.materialize("t", "text", [str(corpus)], opts, data_dir=data_dir)
   assert b.builder.builder_config.name == a.builder.builder_config.name
@@ -90,18 +109,19 @@ def test_text_builder_cache_rebuild_and_heldout(tmp_path):
   assert c.builder.builder_config.name != a.builder.builder_config.name
   texts = {r["text"].decode() for s in ("train", "eval") for r in c.data_source(s)}
   assert "changed = 1\n" in texts
-  d = builders.materialize("t", "text", [str(corpus)], {**opts, "max_files": 5},
-                           data_dir=data_dir)
+  d = builders.materialize("t", "text", [str(corpus)], {**opts, "max_files": 5}, data_dir=data_dir)
   assert sum(d.split_sizes.values()) == 5
 
 
 def test_text_jsonl_and_limits(tmp_path):
-  f = _write_jsonl(tmp_path / "docs.jsonl", [{"text": f"doc {i}"} for i in range(10)]
-                   + [{"txt": "wrong field"}])
+  f = _write_jsonl(
+    tmp_path / "docs.jsonl", [{"text": f"doc {i}"} for i in range(10)] + [{"txt": "wrong field"}]
+  )
   with pytest.raises(ValueError, match=f"{f}:11: missing string field 'text'"):
     builders.materialize("t", "text", [str(f)], {}, data_dir=str(tmp_path / "tfds"))
-  mat = builders.materialize("t", "text", [str(f)], {}, data_dir=str(tmp_path / "tfds"),
-                             skip_malformed=True)
+  mat = builders.materialize(
+    "t", "text", [str(f)], {}, data_dir=str(tmp_path / "tfds"), skip_malformed=True
+  )
   assert mat.split_sizes == {"train": 10} and mat.metadata["skipped_lines"] == 1
 
 
@@ -124,9 +144,13 @@ def test_reasoning_gym_item_seeds_disjoint(tmp_path):
   with pytest.raises(ValueError):
     sources.reasoning_gym_seeds(sources.RG_MAX_SEED + 1)
   pytest.importorskip("reasoning_gym")
-  mat = builders.materialize("rg", "reasoning_gym", [],
-                             {"tasks": ["basic_arithmetic"], "size": 60, "eval_size": 20,
-                              "seed": 3}, data_dir=str(tmp_path / "tfds"))
+  mat = builders.materialize(
+    "rg",
+    "reasoning_gym",
+    [],
+    {"tasks": ["basic_arithmetic"], "size": 60, "eval_size": 20, "seed": 3},
+    data_dir=str(tmp_path / "tfds"),
+  )
   assert (mat.metadata["train_seed"], mat.metadata["eval_seed"]) == (6 * block, 7 * block)
   train_q = {r["question"] for r in mat.data_source("train")}
   eval_q = {r["question"] for r in mat.data_source("eval")}

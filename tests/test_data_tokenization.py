@@ -1,4 +1,5 @@
 """Tokenizers: round trips, special tokens, ChatML, factory specs (bytes / hf / spm / smollm2)."""
+
 import json
 
 import pytest
@@ -7,13 +8,15 @@ from ifp_jax.data import tokenization
 from ifp_jax.data.tokenization import IM_END, IM_START, load_tokenizer
 
 TEXTS = [
-    "def f(x):\n    return x * 2  # doubled\n",
-    "Hello, wörld! Ünïcödé and emoji 🙂 mixed with code: [1, 2, 3][0]",
-    "The quick brown fox jumps over the lazy dog. " * 3,
-    "Sort the letters of the word alphabetically.\nbanana",
+  "def f(x):\n    return x * 2  # doubled\n",
+  "Hello, wörld! Ünïcödé and emoji 🙂 mixed with code: [1, 2, 3][0]",
+  "The quick brown fox jumps over the lazy dog. " * 3,
+  "Sort the letters of the word alphabetically.\nbanana",
 ]
-MESSAGES = [{"role": "user", "content": "Reverse the word.\nabc"},
-            {"role": "assistant", "content": "cba"}]
+MESSAGES = [
+  {"role": "user", "content": "Reverse the word.\nabc"},
+  {"role": "assistant", "content": "cba"},
+]
 
 
 def test_bytes_round_trip_and_specials():
@@ -34,8 +37,9 @@ def test_bytes_round_trip_and_specials():
 def test_chatml_template_and_segments():
   tok = load_tokenizer("bytes")
   text = tok.apply_chat_template(MESSAGES)
-  assert text == ("<|im_start|>user\nReverse the word.\nabc<|im_end|>\n"
-                  "<|im_start|>assistant\ncba<|im_end|>\n")
+  assert text == (
+    "<|im_start|>user\nReverse the word.\nabc<|im_end|>\n<|im_start|>assistant\ncba<|im_end|>\n"
+  )
   gen = tok.apply_chat_template(MESSAGES[:1], add_generation_prompt=True)
   assert gen.endswith("<|im_end|>\n<|im_start|>assistant\n")
   segments = tok.chat_segments(MESSAGES)
@@ -44,9 +48,11 @@ def test_chatml_template_and_segments():
 
 
 def test_default_system_from_template():
-  template = ("{% if messages[0]['role'] != 'system' %}<|im_start|>system\nBe brief.<|im_end|>\n"
-              "{% endif %}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
-              "<|im_end|>\n{% endfor %}")
+  template = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nBe brief.<|im_end|>\n"
+    "{% endif %}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+    "<|im_end|>\n{% endfor %}"
+  )
   assert tokenization.default_system_from_template(template) == "Be brief."
   assert tokenization.default_system_from_template("{{ nonsense") is None
   assert tokenization.default_system_from_template(None) is None
@@ -60,13 +66,16 @@ def hf_dir(tmp_path_factory):
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = decoders.ByteLevel()
   trainer = trainers.BpeTrainer(
-      vocab_size=400, special_tokens=["<|endoftext|>", IM_START, IM_END, "<pad>"],
-      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    vocab_size=400,
+    special_tokens=["<|endoftext|>", IM_START, IM_END, "<pad>"],
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+  )
   tok.train_from_iterator(TEXTS * 20, trainer)
   d = tmp_path_factory.mktemp("hf_tok")
   tok.save(str(d / "tokenizer.json"))
-  (d / "tokenizer_config.json").write_text(json.dumps(
-      {"eos_token": IM_END, "pad_token": {"content": "<pad>"}}))
+  (d / "tokenizer_config.json").write_text(
+    json.dumps({"eos_token": IM_END, "pad_token": {"content": "<pad>"}})
+  )
   return d
 
 
@@ -89,10 +98,18 @@ def test_sentencepiece_model(tmp_path):
 
   prefix = tmp_path / "spm"
   spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(TEXTS * 20), model_prefix=str(prefix), vocab_size=400,
-      model_type="bpe", user_defined_symbols=[IM_START, IM_END], pad_id=3, byte_fallback=True,
-      normalization_rule_name="identity", remove_extra_whitespaces=False,
-      hard_vocab_limit=False, minloglevel=2)
+    sentence_iterator=iter(TEXTS * 20),
+    model_prefix=str(prefix),
+    vocab_size=400,
+    model_type="bpe",
+    user_defined_symbols=[IM_START, IM_END],
+    pad_id=3,
+    byte_fallback=True,
+    normalization_rule_name="identity",
+    remove_extra_whitespaces=False,
+    hard_vocab_limit=False,
+    minloglevel=2,
+  )
   tok = load_tokenizer(f"spm:{prefix}.model")
   assert tok.pad_id == 3 and tok.eos_id == 2 and tok.bos_id == 1
   for text in ["Hello, wörld! 🙂 code: [1, 2, 3][0]", "Sort the letters.\nbanana"]:
@@ -126,4 +143,5 @@ def test_smollm2_tokenizer():
     assert tok.decode(tok.encode(text)) == text
   chat = tok.apply_chat_template(MESSAGES[:1], add_generation_prompt=True)
   assert chat.endswith(
-      "<|im_start|>user\nReverse the word.\nabc<|im_end|>\n<|im_start|>assistant\n")
+    "<|im_start|>user\nReverse the word.\nabc<|im_end|>\n<|im_start|>assistant\n"
+  )

@@ -1,4 +1,5 @@
 """launch.eval end to end on the trained_run fixture, and its errors."""
+
 import json
 import os
 import pathlib
@@ -17,9 +18,14 @@ LIMITS = "perplexity:8,skills:1,math:1,humaneval:1,mmlu:1"
 @pytest.fixture(scope="module")
 def record(trained_run, tmp_path_factory):
   out = tmp_path_factory.mktemp("eval_out")
-  return suite.evaluate(trained_run, limit=LIMITS, max_new_tokens=8, batch_size=16,
-                        variants=f"full,per_input,per_task,baseline:again={trained_run}@per_task",
-                        out_dir=out), out
+  return suite.evaluate(
+    trained_run,
+    limit=LIMITS,
+    max_new_tokens=8,
+    batch_size=16,
+    variants=f"full,per_input,per_task,baseline:again={trained_run}@per_task",
+    out_dir=out,
+  ), out
 
 
 def test_results_cover_every_variant_and_benchmark(record):
@@ -27,16 +33,29 @@ def test_results_cover_every_variant_and_benchmark(record):
   on_disk = json.loads((out / "results.json").read_text())
   assert set(on_disk["results"]) == {"full", "per_input", "per_task", "again"}
   want = {"perplexity", "skills", "math", "humaneval", "mmlu_0shot", "mmlu_5shot"}
-  n_expected = {"perplexity": 8, "skills": 14, "math": 2, "humaneval": 1, "mmlu_0shot": 7,
-                "mmlu_5shot": 7}
+  n_expected = {
+    "perplexity": 8,
+    "skills": 14,
+    "math": 2,
+    "humaneval": 1,
+    "mmlu_0shot": 7,
+    "mmlu_5shot": 7,
+  }
   for variant, per in on_disk["results"].items():
     assert set(per) == want, variant
     for name, res in per.items():
       assert res["n"] == n_expected[name], (variant, name)
       assert isinstance(res["score"], float) and res["seconds"] >= 0
     assert per["perplexity"]["score"] > 1 and per["perplexity"]["tokens"] > 0
-    assert set(per["mmlu_5shot"]["groups"]) == {"physics", "math", "history", "health",
-                                                "business", "economics", "other"}
+    assert set(per["mmlu_5shot"]["groups"]) == {
+      "physics",
+      "math",
+      "history",
+      "health",
+      "business",
+      "economics",
+      "other",
+    }
     assert {"domain:arithmetic", "add", "python_expr"} <= set(per["skills"]["groups"])
     assert set(per["math"]["groups"]) == {"basic_arithmetic", "gsm_symbolic"}
     # The graded skills measure: per-token NLL of the gold answer, per domain and skill.
@@ -48,11 +67,14 @@ def test_results_cover_every_variant_and_benchmark(record):
   assert v["again"]["mode"] == "per_task"
   # The same checkpoint evaluated twice in the same mode gives the same numbers.
   for name in want:
-    assert on_disk["results"]["again"][name]["score"] == on_disk["results"]["per_task"][name][
-        "score"]
+    assert (
+      on_disk["results"]["again"][name]["score"] == on_disk["results"]["per_task"][name]["score"]
+    )
   # Masks change the model: the masked and the full perplexities differ.
-  assert on_disk["results"]["full"]["perplexity"]["score"] != on_disk["results"]["per_input"][
-      "perplexity"]["score"]
+  assert (
+    on_disk["results"]["full"]["perplexity"]["score"]
+    != on_disk["results"]["per_input"]["perplexity"]["score"]
+  )
   md = (out / "results.md").read_text()
   assert "| per_task |" in md and "mmlu_5shot by group" in md
   assert "skills answer_nll by group" in md
@@ -74,7 +96,10 @@ def test_request_errors(trained_run, tmp_path):
     suite.parse_limits("skills:x", ["skills"])
   assert suite.parse_limits("3,mmlu:0", ["skills", "mmlu"]) == {"skills": 3, "mmlu": None}
   assert suite.parse_variants("full,baseline:d=/x/run@full,baseline:e=/y@z", "soft_topk") == [
-      ("full", None, "full"), ("d", "/x/run", "full"), ("e", "/y@z", None)]
+    ("full", None, "full"),
+    ("d", "/x/run", "full"),
+    ("e", "/y@z", None),
+  ]
   assert [n for n, _, _ in suite.parse_variants("", "none")] == ["full"]
   bad = tmp_path / "instr.json"
   bad.write_text(json.dumps({"not_a_task": "Do it."}))
@@ -83,8 +108,7 @@ def test_request_errors(trained_run, tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
     suite.evaluate(tmp_path / "missing_run", out_dir=tmp_path)
   with pytest.raises(FileNotFoundError, match="does not exist"):
-    suite.evaluate(trained_run, variants=f"full,baseline:b={tmp_path / 'nope'}",
-                   out_dir=tmp_path)
+    suite.evaluate(trained_run, variants=f"full,baseline:b={tmp_path / 'nope'}", out_dir=tmp_path)
 
 
 def test_incompatible_config(trained_run, tmp_path):
@@ -101,14 +125,27 @@ def test_incompatible_config(trained_run, tmp_path):
 def _cli(*args):
   env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
-  return subprocess.run([sys.executable, "-m", "launch.eval", *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+    [sys.executable, "-m", "launch.eval", *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
 
 
 def test_cli_runs_and_reports(tmp_path, trained_run):
   out = tmp_path / "o"
-  p = _cli(f"--workdir={trained_run}", "--benchmarks=skills", "--limit=1", "--variants=per_task",
-           "--max_new_tokens=4", "--nomask_analysis", f"--out_dir={out}")
+  p = _cli(
+    f"--workdir={trained_run}",
+    "--benchmarks=skills",
+    "--limit=1",
+    "--variants=per_task",
+    "--max_new_tokens=4",
+    "--nomask_analysis",
+    f"--out_dir={out}",
+  )
   assert p.returncode == 0, p.stderr[-2000:]
   rec = json.loads((out / "results.json").read_text())
   assert rec["results"]["per_task"]["skills"]["n"] == 14
@@ -120,6 +157,7 @@ def test_cli_errors_are_clear(tmp_path, trained_run):
   p = _cli(f"--workdir={tmp_path}", "--out_dir", str(tmp_path / "o"))
   assert p.returncode != 0 and "launch.eval: error:" in p.stderr
   assert "holds no checkpoint" in p.stderr and "Traceback" not in p.stderr
-  p = _cli(f"--workdir={trained_run}", "--benchmarks=skills,bogus", "--out_dir",
-           str(tmp_path / "o"))
+  p = _cli(
+    f"--workdir={trained_run}", "--benchmarks=skills,bogus", "--out_dir", str(tmp_path / "o")
+  )
   assert p.returncode != 0 and "unknown benchmark(s) ['bogus']" in p.stderr

@@ -1,4 +1,5 @@
 """HumanEval path: real problems, real execution in the sandbox (own process, limits)."""
+
 import pytest
 
 from ifp_jax.evals import humaneval, sandbox
@@ -12,8 +13,9 @@ def problems():
 def test_problems_load(problems):
   assert len(problems) == 164
   assert problems[0]["task_id"] == "HumanEval/0"
-  assert all(p["prompt"].rstrip().endswith(('"""', "'''")) or "def " in p["prompt"]
-             for p in problems)
+  assert all(
+    p["prompt"].rstrip().endswith(('"""', "'''")) or "def " in p["prompt"] for p in problems
+  )
 
 
 def test_canonical_solutions_pass_and_wrong_ones_fail(problems):
@@ -35,6 +37,7 @@ def test_sandbox_limits():
   assert hog.status == "failed" and "MemoryError" in hog.detail
   # Runs in its own temporary working directory, not ours.
   import os
+
   assert sandbox.run_program(f"import os\nassert os.getcwd() != {os.getcwd()!r}\n").passed
   # Destructive calls are disabled inside the program.
   assert sandbox.run_program("import os\nos.system('true')\n").status == "failed"

@@ -1,4 +1,5 @@
 """Mask analysis on known inputs: overlap matrices, entropies, never-selected units, plots."""
+
 import json
 
 import numpy as np
@@ -27,8 +28,11 @@ def test_identical_masks():
 
 
 def test_disjoint_and_half_overlapping_domains():
-  doms = {"a": masks_with(range(0, 4), 2), "b": masks_with(range(4, 8), 2),
-          "c": masks_with(range(2, 6), 2)}
+  doms = {
+    "a": masks_with(range(0, 4), 2),
+    "b": masks_with(range(4, 8), 2),
+    "c": masks_with(range(2, 6), 2),
+  }
   ov = ma.overlap_matrices(doms, K)
   np.testing.assert_allclose(ov[:, 0, 1], 0.0)
   np.testing.assert_allclose(ov[:, 0, 2], 0.5)
@@ -43,18 +47,21 @@ def test_disjoint_and_half_overlapping_domains():
 
 def test_overlap_matches_brute_force():
   rng = np.random.default_rng(0)
+
   def rand(n):
     m = np.zeros((n, L, F), bool)
     for i in range(n):
       for layer in range(L):
         m[i, layer, rng.choice(F, K, replace=False)] = True
     return m
+
   doms = {"a": rand(4), "b": rand(3)}
   ov = ma.overlap_matrices(doms, K)
   for i, a in enumerate(doms):
     for j, b in enumerate(doms):
-      pairs = [(x, y) for x in range(len(doms[a])) for y in range(len(doms[b]))
-               if not (a == b and x == y)]
+      pairs = [
+        (x, y) for x in range(len(doms[a])) for y in range(len(doms[b])) if not (a == b and x == y)
+      ]
       want = np.mean([(doms[a][x] & doms[b][y]).sum(-1) / K for x, y in pairs], axis=0)
       np.testing.assert_allclose(ov[:, i, j], want)
 

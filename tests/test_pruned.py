@@ -1,10 +1,12 @@
 """Pruned inference: gathered width-k generation == the masked full model, token for token."""
+
 import numpy as np
 import pytest
 
-from ifp_jax.infer import generate as gen
-from ifp_jax.infer import instruction_masks as instruct_masks, run_loader
 from ifp_jax.data import skills
+from ifp_jax.infer import generate as gen
+from ifp_jax.infer import instruction_masks as instruct_masks
+from ifp_jax.infer import run_loader
 from ifp_jax.infer.pruned import PrunedRunner, cut_at_stop
 
 
@@ -20,14 +22,23 @@ def prompts():
 
 def _masked_full_generation(run, prompts, instructions, max_new_tokens):
   """Reference: the full-width LLM with hard masks [B, L, F] from the predictor."""
-  masks, _ = instruct_masks.predict_masks(run.ifp, run.params, run.tokenizer, instructions,
-                                          instruct_masks.max_prompt_len(run.meta))
+  masks, _ = instruct_masks.predict_masks(
+    run.ifp, run.params, run.tokenizer, instructions, instruct_masks.max_prompt_len(run.meta)
+  )
   runner = PrunedRunner(run, "full")
-  ids, attn = gen.pad_prompts([runner.encode_prompt(p, True) for p in prompts],
-                              pad_id=run.tokenizer.pad_id, multiple=16)
-  out = gen.generate(run.ifp.llm, run.params["llm"], ids, attn, max_new_tokens=max_new_tokens,
-                     ffn_masks=masks, eos_ids=list(run.tokenizer.stop_ids),
-                     pad_id=run.tokenizer.pad_id)
+  ids, attn = gen.pad_prompts(
+    [runner.encode_prompt(p, True) for p in prompts], pad_id=run.tokenizer.pad_id, multiple=16
+  )
+  out = gen.generate(
+    run.ifp.llm,
+    run.params["llm"],
+    ids,
+    attn,
+    max_new_tokens=max_new_tokens,
+    ffn_masks=masks,
+    eos_ids=list(run.tokenizer.stop_ids),
+    pad_id=run.tokenizer.pad_id,
+  )
   return gen.trim(out.tokens, out.lengths), masks
 
 
@@ -60,14 +71,20 @@ def test_loglikelihood_matches_token_by_token_sum(run):
   # Reference: the masked full model's log-probs of each continuation token, summed.
   import jax
   import jax.numpy as jnp
-  masks, _ = instruct_masks.predict_masks(run.ifp, run.params, run.tokenizer, [ctx],
-                                          instruct_masks.max_prompt_len(run.meta))
+
+  masks, _ = instruct_masks.predict_masks(
+    run.ifp, run.params, run.tokenizer, [ctx], instruct_masks.max_prompt_len(run.meta)
+  )
   from ifp_jax.model.decoder import Decoder
+
   for cont, value in zip(conts, got):
     c = runner.encode_prompt(ctx, True)
     ids = jnp.asarray([c + run.tokenizer.encode(cont)])
-    logits = Decoder(run.ifp.llm).apply({"params": run.params["llm"]}, ids,
-                                        ffn_masks=jnp.asarray(masks)).logits
+    logits = (
+      Decoder(run.ifp.llm)
+      .apply({"params": run.params["llm"]}, ids, ffn_masks=jnp.asarray(masks))
+      .logits
+    )
     logp = jax.nn.log_softmax(logits[0, :-1], -1)
     want = float(sum(logp[t - 1, ids[0, t]] for t in range(len(c), ids.shape[1])))
     assert value == pytest.approx(want, rel=1e-4, abs=1e-4)
@@ -85,21 +102,37 @@ def test_full_mode_and_errors(run, prompts):
     PrunedRunner(run, "per_input").generate(prompts[:1], instructions=["a", "b"])
   assert cut_at_stop("abc\ndef STOP x", ["STOP", "\n"]) == "abc"
   assert cut_at_stop("abc", ["zz"]) == "abc"
-  np.testing.assert_array_equal(PrunedRunner(run, "per_task").kept(["a"]).shape,
-                                (1, run.ifp.llm.num_hidden_layers, run.ifp.k))
+  np.testing.assert_array_equal(
+    PrunedRunner(run, "per_task").kept(["a"]).shape, (1, run.ifp.llm.num_hidden_layers, run.ifp.k)
+  )
 
 
 def test_launch_generate_with_workdir(trained_run, run):
   import subprocess
   import sys
+
   prompt = "Reverse the word.\nabc"
-  res = subprocess.run([sys.executable, "-m", "launch.generate", f"--workdir={trained_run}",
-                        f"--prompt={prompt}", "--max_new_tokens=6"],
-                       capture_output=True, text=True, timeout=300)
+  res = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "launch.generate",
+      f"--workdir={trained_run}",
+      f"--prompt={prompt}",
+      "--max_new_tokens=6",
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert res.returncode == 0, res.stderr[-2000:]
   want = PrunedRunner(run, "per_input").generate([prompt], max_new_tokens=6)[0]
   assert res.stdout == want + "\n"
   assert f"per_input, {run.ifp.k}/{run.ifp.llm.intermediate_size} FFN units" in res.stderr
-  bad = subprocess.run([sys.executable, "-m", "launch.generate", f"--workdir={trained_run}/x",
-                        "--prompt=hi"], capture_output=True, text=True, timeout=300)
+  bad = subprocess.run(
+    [sys.executable, "-m", "launch.generate", f"--workdir={trained_run}/x", "--prompt=hi"],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert bad.returncode != 0 and "does not exist" in bad.stderr

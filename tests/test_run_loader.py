@@ -1,4 +1,5 @@
 """run_loader: a training WORKDIR reads back as (IFP config, params, tokenizer)."""
+
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -20,7 +21,8 @@ def test_load_run_matches_checkpoint(trained_run):
   raw = ckpt.manager.restore(run.step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))
   ckpt.close()
   np.testing.assert_array_equal(
-      np.asarray(embed), raw.state["params"]["model"]["llm"]["embed_tokens"]["embedding"])
+    np.asarray(embed), raw.state["params"]["model"]["llm"]["embed_tokens"]["embedding"]
+  )
 
 
 def test_load_run_errors(tmp_path, trained_run):

@@ -1,5 +1,6 @@
 """Checkpoints: a train state saved on one mesh restores on another (values and target
 shardings); params-only restore reads just the parameters."""
+
 import jax
 import numpy as np
 import pytest
@@ -22,8 +23,9 @@ def saved(tmp_path_factory):
   state, shardings, data_state = trainer.init_or_restore()
   assert data_state is None
   with trainer._scope():
-    train, _ = compile_steps(trainer.step_cfg, trainer.tx, trainer.lr_fns, shardings,
-                             trainer.mesh, BATCH_NDIMS)
+    train, _ = compile_steps(
+      trainer.step_cfg, trainer.tx, trainer.lr_fns, shardings, trainer.mesh, BATCH_NDIMS
+    )
   stage = trainer.stages[0]
   it = trainer._iterator(stage)
   for _ in range(STEPS):
@@ -32,8 +34,12 @@ def saved(tmp_path_factory):
   trainer._save(STEPS, state, stage, it, force=True)
   trainer.ckpt.wait()
   host = jax.tree.map(np.asarray, jax.device_get(state))
-  return {"data_dir": data_dir, "dir": trainer.ckpt.directory, "state": host,
-          "iterator": it.get_state()}
+  return {
+    "data_dir": data_dir,
+    "dir": trainer.ckpt.directory,
+    "state": host,
+    "iterator": it.get_state(),
+  }
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +79,7 @@ def test_restore_on_another_mesh(saved, target):
 def test_trainer_resumes_on_another_mesh(saved, target, tmp_path):
   """Trainer.init_or_restore on RESTORE_MESH picks up a SAVE_MESH checkpoint."""
   import shutil
+
   workdir = tmp_path / "run"
   shutil.copytree(saved["dir"], workdir / "checkpoints")
   config = small_config(saved["data_dir"], mesh=RESTORE_MESH, cpt__steps=STEPS)
@@ -80,8 +87,9 @@ def test_trainer_resumes_on_another_mesh(saved, target, tmp_path):
   state, _, data_state = trainer.init_or_restore()
   assert int(state.step) == STEPS and data_state["iterators"] == [saved["iterator"]]
   np.testing.assert_array_equal(
-      np.asarray(state.params["model"]["llm"]["embed_tokens"]["embedding"]),
-      saved["state"].params["model"]["llm"]["embed_tokens"]["embedding"])
+    np.asarray(state.params["model"]["llm"]["embed_tokens"]["embedding"]),
+    saved["state"].params["model"]["llm"]["embed_tokens"]["embedding"],
+  )
 
 
 def test_restore_params_only(saved, target):
@@ -100,6 +108,7 @@ def test_restore_params_only(saved, target):
 def test_max_steps_budget_ends_with_a_checkpoint(tmp_path_factory):
   """A run bounded by max_steps saves where it stopped; running again continues from there."""
   from train_utils import committed_steps, read_metrics
+
   workdir = tmp_path_factory.mktemp("max_steps")
   config = small_config(shared_data_dir(tmp_path_factory), mesh=(1, 1, 1), cpt__steps=3)
   Trainer(config, workdir, devices=jax.devices()[:1]).run(max_steps=2)

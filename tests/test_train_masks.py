@@ -1,6 +1,7 @@
 """Mask kinds in real training runs: soft top-k keeps exactly k units per layer at every step;
 HardConcrete reaches its target sparsity through the Lagrange multipliers (gradient ascent);
 the static mask trains."""
+
 import jax
 import numpy as np
 import pytest
@@ -39,8 +40,14 @@ def test_soft_topk_keeps_exactly_k_per_layer(data_dir, tmp_path):
 # 0.18 to 0.38 in 30 steps (target 0.667): the predictor's Adam step bounds how fast log-alpha
 # moves. Faster settings, or a small head init (every unit's log-alpha then moves together),
 # overshoot to ~0.85-0.9 and stick there (saturated sigmoids). These approach from below.
-HC = dict(model__mask_kind="hard_concrete", model__hc_init_log_alpha=5.0, cpt__steps=50,
-          cpt__predictor_lr=1e-2, train__lagrange_lr=0.4, train__target_warmup_frac=0.5)
+HC = dict(
+  model__mask_kind="hard_concrete",
+  model__hc_init_log_alpha=5.0,
+  cpt__steps=50,
+  cpt__predictor_lr=1e-2,
+  train__lagrange_lr=0.4,
+  train__target_warmup_frac=0.5,
+)
 
 
 def test_hard_concrete_reaches_target_sparsity(data_dir, tmp_path):
@@ -62,10 +69,20 @@ def test_hard_concrete_reaches_target_sparsity(data_dir, tmp_path):
   lr = HC["train__lagrange_lr"]
   for a, b in zip(steps, steps[1:], strict=False):
     d = rows[a]["expected_sparsity"] - rows[a]["target_sparsity"]
-    np.testing.assert_allclose(rows[b]["lambda1"], rows[a]["lambda1"] + lr * d,
-                               rtol=1e-4, atol=1e-6, err_msg=f"lambda1 at step {b}")
-    np.testing.assert_allclose(rows[b]["lambda2"], rows[a]["lambda2"] + lr * d * d,
-                               rtol=1e-4, atol=1e-6, err_msg=f"lambda2 at step {b}")
+    np.testing.assert_allclose(
+      rows[b]["lambda1"],
+      rows[a]["lambda1"] + lr * d,
+      rtol=1e-4,
+      atol=1e-6,
+      err_msg=f"lambda1 at step {b}",
+    )
+    np.testing.assert_allclose(
+      rows[b]["lambda2"],
+      rows[a]["lambda2"] + lr * d * d,
+      rtol=1e-4,
+      atol=1e-6,
+      err_msg=f"lambda2 at step {b}",
+    )
   assert first["lambda1"] == first["lambda2"] == 0
   assert last["lambda1"] < -0.1 and last["lambda2"] > 0.01  # pushed sparsity up, from below
   assert last["penalty"] != 0

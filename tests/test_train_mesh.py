@@ -10,6 +10,7 @@ then flips units at the k-th place). With the warm-up the mesh-to-mesh loss diff
 <= 3e-7 while switching the predictor's updates off changes later losses by 6e-5 .. 3e-4 and
 switching all updates off by 2e-3 .. 4e-2, so the 1e-5 check still sees the updates.
 """
+
 import jax
 import pytest
 from train_utils import assert_close_rel, read_metrics, shared_data_dir, small_config
@@ -26,8 +27,14 @@ def data_dir(tmp_path_factory):
 
 
 def _run(data_dir, workdir, mesh, devices):
-  config = small_config(data_dir, mesh=mesh, cpt__steps=STEPS["cpt"], sft__steps=STEPS["sft"],
-                        cpt__warmup_steps=4, sft__warmup_steps=4)
+  config = small_config(
+    data_dir,
+    mesh=mesh,
+    cpt__steps=STEPS["cpt"],
+    sft__steps=STEPS["sft"],
+    cpt__warmup_steps=4,
+    sft__warmup_steps=4,
+  )
   summary = Trainer(config, workdir, devices=devices).run()
   assert summary["step"] == sum(STEPS.values())
   return read_metrics(workdir)

@@ -3,6 +3,7 @@ uninterrupted run; SIGTERM saves a checkpoint at the step it stopped and exits w
 
 Runs `python -m launch.train` in subprocesses on 1 CPU device, each bounded by a timeout.
 """
+
 import os
 import signal
 
@@ -69,8 +70,12 @@ def test_sigterm_saves_a_restorable_checkpoint(data_dir, tmp_path):
   proc = tu.start_train(workdir, tu.cli_flags(data_dir, **overrides), log)
   metrics = workdir / "metrics.jsonl"
   try:
-    tu.poll(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 2, TIMEOUT,
-         proc=proc, log_path=log)
+    tu.poll(
+      lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 2,
+      TIMEOUT,
+      proc=proc,
+      log_path=log,
+    )
     proc.send_signal(signal.SIGTERM)
     rc = tu.wait(proc, TIMEOUT, log)
   finally:

@@ -3,6 +3,7 @@
 This is the README's main command, so it runs in CI with everything else (~2.5 min on 2 idle
 cores). Only the TFDS data dir is redirected to the test session's temp dir.
 """
+
 import json
 
 from train_utils import read_metrics, run_train, shared_data_dir

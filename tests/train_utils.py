@@ -3,6 +3,7 @@
 Small runs of `configs/tiny.py` (2 layers, seq_len 64, batch 8, log every step) on a shared TFDS
 data dir, metrics.jsonl readers, and bounded `launch.train` subprocesses.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -22,18 +23,18 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # Overrides of configs/tiny.py that keep a run to seconds on 2 CPU cores. Shapes still divide
 # every 8-device mesh of the tests (heads 4, kv heads 2, d_ff 384, vocab 384, embed 128).
 SMALL: dict[str, Any] = {
-    "data.cpt.sources.stdlib.options.max_files": 20,
-    "data.max_prompt_len": 32,
-    "model.llm.num_hidden_layers": 2,
-    "train.seq_len": 64,
-    "train.batch_size": 8,
-    "train.log_every": 1,
-    "train.eval_batches": 0,
-    "train.checkpoint_every": 1000,
-    "cpt.steps": 4,
-    "sft.steps": 0,
-    "cpt.warmup_steps": 0,  # LR > 0 from the first step: later losses depend on the updates
-    "sft.warmup_steps": 0,
+  "data.cpt.sources.stdlib.options.max_files": 20,
+  "data.max_prompt_len": 32,
+  "model.llm.num_hidden_layers": 2,
+  "train.seq_len": 64,
+  "train.batch_size": 8,
+  "train.log_every": 1,
+  "train.eval_batches": 0,
+  "train.checkpoint_every": 1000,
+  "cpt.steps": 4,
+  "sft.steps": 0,
+  "cpt.warmup_steps": 0,  # LR > 0 from the first step: later losses depend on the updates
+  "sft.warmup_steps": 0,
 }
 
 
@@ -66,8 +67,11 @@ def small_config(data_dir: str, **overrides: Any) -> ml_collections.ConfigDict:
 
 def cli_flags(data_dir: str, **overrides: Any) -> list[str]:
   """The same run as `small_config(data_dir, **overrides)` as launch.train flags."""
-  items = {"data.data_dir": data_dir, **SMALL,
-           **{k.replace("__", "."): v for k, v in overrides.items()}}
+  items = {
+    "data.data_dir": data_dir,
+    **SMALL,
+    **{k.replace("__", "."): v for k, v in overrides.items()},
+  }
   return [f"--config.{k}={v}" for k, v in items.items()]
 
 
@@ -94,14 +98,27 @@ def train_env(num_devices: int = 1) -> dict[str, str]:
   return env
 
 
-def start_train(workdir: str | pathlib.Path, flags: list[str], log_path: pathlib.Path,
-                num_devices: int = 1) -> subprocess.Popen:
+def start_train(
+  workdir: str | pathlib.Path, flags: list[str], log_path: pathlib.Path, num_devices: int = 1
+) -> subprocess.Popen:
   """`python -m launch.train --config=configs/tiny.py --workdir=... flags`, output to a file."""
-  cmd = [sys.executable, "-m", "launch.train", "--config=configs/tiny.py",
-         f"--workdir={workdir}", *flags]
+  cmd = [
+    sys.executable,
+    "-m",
+    "launch.train",
+    "--config=configs/tiny.py",
+    f"--workdir={workdir}",
+    *flags,
+  ]
   log = open(log_path, "ab")
-  return subprocess.Popen(cmd, cwd=REPO, env=train_env(num_devices), stdout=log,
-                          stderr=subprocess.STDOUT, start_new_session=True)
+  return subprocess.Popen(
+    cmd,
+    cwd=REPO,
+    env=train_env(num_devices),
+    stdout=log,
+    stderr=subprocess.STDOUT,
+    start_new_session=True,
+  )
 
 
 def wait(proc: subprocess.Popen, timeout: float, log_path: pathlib.Path) -> int:
@@ -111,12 +128,18 @@ def wait(proc: subprocess.Popen, timeout: float, log_path: pathlib.Path) -> int:
   except subprocess.TimeoutExpired:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    raise AssertionError(f"training subprocess ran over {timeout}s; log:\n"
-                         f"{tail(log_path)}") from None
+    raise AssertionError(
+      f"training subprocess ran over {timeout}s; log:\n{tail(log_path)}"
+    ) from None
 
 
-def run_train(workdir: str | pathlib.Path, flags: list[str], log_path: pathlib.Path,
-              timeout: float = 240, num_devices: int = 1) -> None:
+def run_train(
+  workdir: str | pathlib.Path,
+  flags: list[str],
+  log_path: pathlib.Path,
+  timeout: float = 240,
+  num_devices: int = 1,
+) -> None:
   proc = start_train(workdir, flags, log_path, num_devices)
   rc = wait(proc, timeout, log_path)
   assert rc == 0, f"launch.train exited with {rc}; log:\n{tail(log_path)}"
@@ -134,12 +157,18 @@ def committed_steps(checkpoint_dir: str | pathlib.Path) -> list[int]:
   d = pathlib.Path(checkpoint_dir)
   if not d.is_dir():
     return []
-  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and
-                (p / "_CHECKPOINT_METADATA").exists())
+  return sorted(
+    int(p.name) for p in d.iterdir() if p.name.isdigit() and (p / "_CHECKPOINT_METADATA").exists()
+  )
 
 
-def poll(predicate, timeout: float, interval: float = 0.05, proc: subprocess.Popen | None = None,
-         log_path: pathlib.Path | None = None) -> Any:
+def poll(
+  predicate,
+  timeout: float,
+  interval: float = 0.05,
+  proc: subprocess.Popen | None = None,
+  log_path: pathlib.Path | None = None,
+) -> Any:
   """Polls until `predicate()` is truthy; fails past `timeout` or if `proc` exits first."""
   deadline = time.monotonic() + timeout
   while time.monotonic() < deadline:
@@ -147,14 +176,17 @@ def poll(predicate, timeout: float, interval: float = 0.05, proc: subprocess.Pop
     if value:
       return value
     if proc is not None and proc.poll() is not None:
-      raise AssertionError(f"training exited ({proc.returncode}) before the condition held; "
-                           f"log:\n{tail(log_path) if log_path else ''}")
+      raise AssertionError(
+        f"training exited ({proc.returncode}) before the condition held; "
+        f"log:\n{tail(log_path) if log_path else ''}"
+      )
     time.sleep(interval)
   if proc is not None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-  raise AssertionError(f"condition not reached in {timeout}s; log:\n"
-                       f"{tail(log_path) if log_path else ''}")
+  raise AssertionError(
+    f"condition not reached in {timeout}s; log:\n{tail(log_path) if log_path else ''}"
+  )
 
 
 def stage_losses(rows: Mapping[int, dict[str, Any]], stage: str) -> list[float]:

@@ -13,8 +13,9 @@ methods keep k = F/4 = 128 per layer, so dense-small (d_ff = 128) has the same a
 Data: CPT on Python stdlib source; SFT on a mixture of the built-in skill suite (3 domains,
 14 skills) and two short reasoning-gym arithmetic tasks.
 """
-from ifp_jax.train.config import default_config, llama_fields
+
 from ifp_jax.data.pipeline import source_config
+from ifp_jax.train.config import default_config, llama_fields
 
 F = 512  # FFN units per layer of the full model
 K = F // 4  # activated units per layer (= dense-small's d_ff)
@@ -25,10 +26,16 @@ PRETRAIN_STEPS = 1500  # dense pretraining (CPT text only) of pretrain_full / pr
 # out (~30% of 400 here) and reports how many it scored.
 RG_TASKS = ("chain_sum", "basic_arithmetic")
 RG_KWARGS = {
-    "chain_sum": dict(min_terms=2, max_terms=3, min_digits=1, max_digits=2),
-    "basic_arithmetic": dict(min_terms=2, max_terms=3, min_digits=1, max_digits=2,
-                             operators=("+", "-"), allow_parentheses=False,
-                             allow_negation=False),
+  "chain_sum": dict(min_terms=2, max_terms=3, min_digits=1, max_digits=2),
+  "basic_arithmetic": dict(
+    min_terms=2,
+    max_terms=3,
+    min_digits=1,
+    max_digits=2,
+    operators=("+", "-"),
+    allow_parentheses=False,
+    allow_negation=False,
+  ),
 }
 
 
@@ -39,15 +46,29 @@ def base_config():
   c.data.tokenizer = "bytes"
   c.data.cpt.sources.stdlib.options.max_files = 400
   c.data.sft.sources = {
-      "skills": source_config("skills", weight=0.75, num_train=40000, num_eval=700, seed=0),
-      "math": source_config("reasoning_gym", weight=0.25, tasks=list(RG_TASKS), size=4000,
-                            eval_size=200, seed=0, task_kwargs=RG_KWARGS),
+    "skills": source_config("skills", weight=0.75, num_train=40000, num_eval=700, seed=0),
+    "math": source_config(
+      "reasoning_gym",
+      weight=0.25,
+      tasks=list(RG_TASKS),
+      size=4000,
+      eval_size=200,
+      seed=0,
+      task_kwargs=RG_KWARGS,
+    ),
   }
   c.data.max_prompt_len = 64
   # Used when model.init_from is "" (pretraining); the method runs take the shape from init_from.
-  c.model.llm = llama_fields(vocab_size=0, hidden_size=128, intermediate_size=F,
-                             num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                             max_position_embeddings=512, initializer_range=0.02)
+  c.model.llm = llama_fields(
+    vocab_size=0,
+    hidden_size=128,
+    intermediate_size=F,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    initializer_range=0.02,
+  )
   # Predictor backbone = the pretrained LLM's first layer (+ a random 2-layer head).
   c.model.predictor_init_layers = 1
   c.model.head_hidden = 128

@@ -1,5 +1,6 @@
 """Miniature reproduction, dense-full: the unpruned model (d_ff = F, no predictor), from
 pretrain_full."""
+
 from configs.repro.common import base_config
 
 

@@ -1,5 +1,6 @@
 """Miniature reproduction, dense-small: a dense model of width d_ff = k (the activated size of
 the pruned methods), from pretrain_small."""
+
 from configs.repro.common import K, base_config
 
 

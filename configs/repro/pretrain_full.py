@@ -1,4 +1,5 @@
 """Miniature reproduction, dense pretraining at d_ff = F (the start of dense_full, static, ifp)."""
+
 from configs.repro.common import F, pretrain_config
 
 

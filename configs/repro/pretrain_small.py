@@ -1,4 +1,5 @@
 """Miniature reproduction, dense pretraining at d_ff = k (the start of dense_small)."""
+
 from configs.repro.common import K, pretrain_config
 
 

@@ -9,6 +9,7 @@ The mask log-alphas train in the predictor's optimizer group. Tried on this run:
   past the target (0.88 and rising at step 775: training with ~60 units, eval with k = 128).
 Hence a faster mask LR and a slower ramp (40% of the steps), so the masks track the target.
 """
+
 from configs.repro.common import base_config
 
 

@@ -22,6 +22,7 @@ or build once (e.g. process 0, then a barrier) when `data_dir` is shared.
 `kind="tfds"` routes to the TFDS catalog (`tfds.data_source(name, ...)`), which needs the
 dataset prepared already (most catalog builders need TensorFlow to prepare).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,10 +41,10 @@ from ifp_jax.data import skills, sources
 FORMAT_VERSION = 1  # bump when record contents for the same inputs change
 SPLITS = ("train", "eval")
 FIELDS = {
-    "text": ("text", "key"),
-    "jsonl_sft": ("messages", "where"),
-    "reasoning_gym": ("task", "question", "answer"),
-    "skills": ("skill", "domain", "instruction", "input", "prompt", "answer"),
+  "text": ("text", "key"),
+  "jsonl_sft": ("messages", "where"),
+  "reasoning_gym": ("task", "question", "answer"),
+  "skills": ("skill", "domain", "instruction", "input", "prompt", "answer"),
 }
 Records = dict[str, list[dict[str, str]]]
 
@@ -57,6 +58,7 @@ def default_data_dir() -> str:
 @dataclasses.dataclass
 class IfpRecordsConfig(tfds.core.BuilderConfig):
   """Builder config: the record fields and (only while building) the records themselves."""
+
   fields: tuple[str, ...] = ()
   records: Records | None = None
   metadata: dict[str, Any] | None = None
@@ -79,9 +81,11 @@ class IfpRecords(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     fields = self.builder_config.fields
     return tfds.core.DatasetInfo(
-        builder=self, description="ifp_jax local source",
-        features=tfds.features.FeaturesDict({f: tfds.features.Text() for f in fields}),
-        metadata=tfds.core.MetadataDict())
+      builder=self,
+      description="ifp_jax local source",
+      features=tfds.features.FeaturesDict({f: tfds.features.Text() for f in fields}),
+      metadata=tfds.core.MetadataDict(),
+    )
 
   def _split_generators(self, dl_manager: Any) -> dict[str, Any]:
     cfg = self.builder_config
@@ -98,6 +102,7 @@ class IfpRecords(tfds.core.GeneratorBasedBuilder):
 @dataclasses.dataclass
 class Materialized:
   """A prepared source: `data_source(split)` is a random-access sequence of record dicts."""
+
   name: str
   kind: str
   builder: Any
@@ -108,11 +113,14 @@ class Materialized:
 
   def data_source(self, split: str) -> Sequence[Mapping[str, Any]]:
     if self.catalog_name is not None:
-      return tfds.data_source(self.catalog_name, split=split, data_dir=self.catalog_dir,
-                              download=False)
+      return tfds.data_source(
+        self.catalog_name, split=split, data_dir=self.catalog_dir, download=False
+      )
     if not self.split_sizes.get(split):
-      raise ValueError(f"source {self.name!r} ({self.kind}) has no records in split {split!r} "
-                       f"(splits: {self.split_sizes})")
+      raise ValueError(
+        f"source {self.name!r} ({self.kind}) has no records in split {split!r} "
+        f"(splits: {self.split_sizes})"
+      )
     return self.builder.as_data_source(split)
 
 
@@ -146,10 +154,13 @@ Plan = tuple[list[Any], Callable[[], tuple[Records, dict[str, Any]]]]
 
 def _plan_text(paths: Sequence[str], options: Mapping[str, Any], skip_malformed: bool) -> Plan:
   files = sources.discover_files(
-      paths, extensions=tuple(_opt(options, "extensions", sources.DEFAULT_EXTENSIONS)),
-      exclude_dirs=tuple(_opt(options, "exclude_dirs", sources.DEFAULT_EXCLUDE_DIRS)),
-      member_glob=_opt(options, "member_glob", "*"), max_files=_opt(options, "max_files", 0),
-      max_bytes=_opt(options, "max_bytes", 0))
+    paths,
+    extensions=tuple(_opt(options, "extensions", sources.DEFAULT_EXTENSIONS)),
+    exclude_dirs=tuple(_opt(options, "exclude_dirs", sources.DEFAULT_EXCLUDE_DIRS)),
+    member_glob=_opt(options, "member_glob", "*"),
+    max_files=_opt(options, "max_files", 0),
+    max_bytes=_opt(options, "max_bytes", 0),
+  )
   fraction = float(_opt(options, "eval_fraction", 0.0))
   text_field = _opt(options, "text_field", "text")
 
@@ -157,36 +168,52 @@ def _plan_text(paths: Sequence[str], options: Mapping[str, Any], skip_malformed:
     errors = sources.MalformedLines(skip_malformed)
     docs = list(sources.read_documents(files, text_field=text_field, errors=errors))
     if not docs:
-      raise ValueError(f"empty corpus: the {len(files)} file(s) under {list(paths)} hold no "
-                       f"text (e.g. {[f.path for f in files[:3]]})")
+      raise ValueError(
+        f"empty corpus: the {len(files)} file(s) under {list(paths)} hold no "
+        f"text (e.g. {[f.path for f in files[:3]]})"
+      )
     # Held out by file: a file's documents all go to one split (jsonl lines: by content).
-    recs = _split_by_fraction([(text if ".jsonl:" in key else key, {"text": text, "key": key})
-                               for key, text in docs], fraction)
+    recs = _split_by_fraction(
+      [(text if ".jsonl:" in key else key, {"text": text, "key": key}) for key, text in docs],
+      fraction,
+    )
     if fraction > 0 and not recs["eval"] and len(recs["train"]) > 1:
       recs["eval"].append(recs["train"].pop(0))  # at least one held-out document
-    meta = {"files": len(files), "documents": len(docs),
-            "bytes": sum(len(t.encode()) for _, t in docs), "skipped_lines": errors.count,
-            "skipped_examples": errors.examples}
+    meta = {
+      "files": len(files),
+      "documents": len(docs),
+      "bytes": sum(len(t.encode()) for _, t in docs),
+      "skipped_lines": errors.count,
+      "skipped_examples": errors.examples,
+    }
     return recs, meta
 
   return [sources.fingerprint_files(files), fraction, text_field], produce
 
 
-def _plan_jsonl_sft(paths: Sequence[str], options: Mapping[str, Any], skip_malformed: bool
-                    ) -> Plan:
-  files = sources.discover_files(paths, extensions=(".jsonl", ".json"),
-                                 max_files=_opt(options, "max_files", 0))
+def _plan_jsonl_sft(paths: Sequence[str], options: Mapping[str, Any], skip_malformed: bool) -> Plan:
+  files = sources.discover_files(
+    paths, extensions=(".jsonl", ".json"), max_files=_opt(options, "max_files", 0)
+  )
   fraction = float(_opt(options, "eval_fraction", 0.0))
 
   def produce() -> tuple[Records, dict[str, Any]]:
     errors = sources.MalformedLines(skip_malformed)
-    items = [(json.dumps(m, sort_keys=True), {"messages": json.dumps(m), "where": where})
-             for where, m in sources.read_sft_jsonl(files, errors)]
+    items = [
+      (json.dumps(m, sort_keys=True), {"messages": json.dumps(m), "where": where})
+      for where, m in sources.read_sft_jsonl(files, errors)
+    ]
     if not items:
-      raise ValueError(f"empty SFT data: no valid records in {[f.path for f in files]} "
-                       f"({errors.count} malformed lines skipped)")
-    meta = {"files": len(files), "records": len(items), "skipped_lines": errors.count,
-            "skipped_examples": errors.examples}
+      raise ValueError(
+        f"empty SFT data: no valid records in {[f.path for f in files]} "
+        f"({errors.count} malformed lines skipped)"
+      )
+    meta = {
+      "files": len(files),
+      "records": len(items),
+      "skipped_lines": errors.count,
+      "skipped_examples": errors.examples,
+    }
     return _split_by_fraction(items, fraction), meta
 
   return [sources.fingerprint_files(files), fraction, skip_malformed], produce
@@ -210,8 +237,12 @@ def _plan_reasoning_gym(options: Mapping[str, Any]) -> Plan:
       recs["train"] += train
       recs["eval"] += [r for r in evals if r["question"] not in seen]
       dropped += sum(r["question"] in seen for r in evals)
-    meta = {"tasks": tasks, "train_seed": train_seed, "eval_seed": eval_seed,
-            "eval_dropped_duplicates": dropped}
+    meta = {
+      "tasks": tasks,
+      "train_seed": train_seed,
+      "eval_seed": eval_seed,
+      "eval_dropped_duplicates": dropped,
+    }
     return recs, meta
 
   fp = [tasks, size, eval_size, seed, task_kwargs, _package_version("reasoning-gym")]
@@ -225,15 +256,24 @@ def _plan_skills(options: Mapping[str, Any]) -> Plan:
   code = hashlib.sha256(pathlib.Path(skills.__file__).read_bytes()).hexdigest()
 
   def produce() -> tuple[Records, dict[str, Any]]:
-    recs = {"train": skills.generate("train", n_train, seed, names),
-            "eval": skills.generate("eval", n_eval, seed, names)}
+    recs = {
+      "train": skills.generate("train", n_train, seed, names),
+      "eval": skills.generate("eval", n_eval, seed, names),
+    }
     return recs, {"skills": names or [s.name for s in skills.SKILLS]}
 
   return [names, n_train, n_eval, seed, code], produce
 
 
-def materialize(name: str, kind: str, paths: Sequence[str], options: Mapping[str, Any], *,
-                data_dir: str | None = None, skip_malformed: bool = False) -> Materialized:
+def materialize(
+  name: str,
+  kind: str,
+  paths: Sequence[str],
+  options: Mapping[str, Any],
+  *,
+  data_dir: str | None = None,
+  skip_malformed: bool = False,
+) -> Materialized:
   """Prepares (or reuses) the TFDS dataset of one source and returns a handle to read it."""
   options = dict(options or {})
   data_dir = data_dir or default_data_dir()
@@ -241,8 +281,15 @@ def materialize(name: str, kind: str, paths: Sequence[str], options: Mapping[str
     catalog = _opt(options, "name", "") or (paths[0] if paths else "")
     if not catalog:
       raise ValueError(f"source {name!r}: kind 'tfds' needs options.name (e.g. 'imdb_reviews')")
-    return Materialized(name, kind, None, {}, {}, catalog_name=catalog,
-                        catalog_dir=_opt(options, "data_dir", "") or None)
+    return Materialized(
+      name,
+      kind,
+      None,
+      {},
+      {},
+      catalog_name=catalog,
+      catalog_dir=_opt(options, "data_dir", "") or None,
+    )
   if kind == "text":
     fp, produce = _plan_text(paths, options, skip_malformed)
   elif kind == "jsonl_sft":
@@ -252,10 +299,12 @@ def materialize(name: str, kind: str, paths: Sequence[str], options: Mapping[str
   elif kind == "skills":
     fp, produce = _plan_skills(options)
   else:
-    raise ValueError(f"source {name!r}: unknown kind {kind!r} (use one of "
-                     f"{sorted([*FIELDS, 'tfds'])})")
-  config = IfpRecordsConfig(name=f"{kind}_{_digest(kind, fp)}", fields=FIELDS[kind],
-                            description=f"ifp_jax {kind} source")
+    raise ValueError(
+      f"source {name!r}: unknown kind {kind!r} (use one of {sorted([*FIELDS, 'tfds'])})"
+    )
+  config = IfpRecordsConfig(
+    name=f"{kind}_{_digest(kind, fp)}", fields=FIELDS[kind], description=f"ifp_jax {kind} source"
+  )
   builder = IfpRecords(config=config, data_dir=data_dir, file_format="array_record")
   if not builder.is_prepared():
     config.records, config.metadata = produce()

@@ -16,6 +16,7 @@ No leak: the loss at target position t (chunk j+1 >= 1) predicts ``row[t+1]``; i
 from ``targets[j*P:(j+1)*P] = row[j*P+1 : (j+1)*P+1]``, all at row index <= (j+1)*P <= t, i.e.
 tokens the LLM has already read causally at input position t.
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,12 +37,12 @@ def route_cpt_row(row: np.ndarray, num_chunks: int) -> dict[str, np.ndarray]:
   loss_weights = np.ones(seq_len, np.float32)
   loss_weights[:p] = 0.0
   return {
-      "input_ids": row[:-1].copy(),
-      "targets": targets.copy(),
-      "loss_weights": loss_weights,
-      "predictor_ids": targets.reshape(num_chunks, p)[:-1].copy(),
-      "predictor_lengths": np.full(num_chunks - 1, p, np.int32),
-      "mask_index": np.maximum(np.arange(seq_len, dtype=np.int32) // p - 1, 0).astype(np.int32),
+    "input_ids": row[:-1].copy(),
+    "targets": targets.copy(),
+    "loss_weights": loss_weights,
+    "predictor_ids": targets.reshape(num_chunks, p)[:-1].copy(),
+    "predictor_lengths": np.full(num_chunks - 1, p, np.int32),
+    "mask_index": np.maximum(np.arange(seq_len, dtype=np.int32) // p - 1, 0).astype(np.int32),
   }
 
 
@@ -67,7 +68,7 @@ class _PackIterator(grain.DatasetIterator):
   def __next__(self) -> np.ndarray:
     while sum(len(t) for _, t in self._docs) - self._offset < self._row_len:
       self._fetch()
-    row = np.concatenate([t for _, t in self._docs])[self._offset:self._offset + self._row_len]
+    row = np.concatenate([t for _, t in self._docs])[self._offset : self._offset + self._row_len]
     self._offset += self._stride
     while self._offset >= len(self._docs[0][1]):
       self._offset -= len(self._docs.pop(0)[1])

@@ -22,6 +22,7 @@ proportional interleave), then batched. The iterator's `get_state()` is JSON-ser
 `set_state(state)` resumes with exactly the same later batches; `stats` counts examples,
 truncations and skipped lines.
 """
+
 from __future__ import annotations
 
 import copy
@@ -40,11 +41,19 @@ SFT_KINDS = ("jsonl_sft", "reasoning_gym", "skills", "tfds")
 _COUNTERS = ("_truncated", "_prompt_truncated", "_no_loss")
 
 
-def source_config(kind: str, paths: Sequence[str] = (), weight: float = 1.0,
-                  split: str = "train", **options: Any) -> ml_collections.ConfigDict:
+def source_config(
+  kind: str, paths: Sequence[str] = (), weight: float = 1.0, split: str = "train", **options: Any
+) -> ml_collections.ConfigDict:
   """One source entry (see `default_data_config` for the meaning of each field)."""
-  return ml_collections.ConfigDict({"kind": kind, "paths": list(paths), "weight": float(weight),
-                                    "split": split, "options": dict(options)})
+  return ml_collections.ConfigDict(
+    {
+      "kind": kind,
+      "paths": list(paths),
+      "weight": float(weight),
+      "split": split,
+      "options": dict(options),
+    }
+  )
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -78,14 +87,19 @@ def default_data_config() -> ml_collections.ConfigDict:
   #     tfds:          name (catalog name), data_dir, text_key (CPT) or messages_key /
   #                    prompt_key + response_key (SFT)
   c.cpt = ml_collections.ConfigDict()
-  c.cpt.sources = ml_collections.ConfigDict({
-      "stdlib": source_config("text", ["<stdlib>"], extensions=[".py"], max_files=0,
-                              max_bytes=0, eval_fraction=0.02),
-  })
+  c.cpt.sources = ml_collections.ConfigDict(
+    {
+      "stdlib": source_config(
+        "text", ["<stdlib>"], extensions=[".py"], max_files=0, max_bytes=0, eval_fraction=0.02
+      ),
+    }
+  )
   c.sft = ml_collections.ConfigDict()
-  c.sft.sources = ml_collections.ConfigDict({
+  c.sft.sources = ml_collections.ConfigDict(
+    {
       "skills": source_config("skills", num_train=20000, num_eval=500, seed=0),
-  })
+    }
+  )
   return c
 
 
@@ -98,19 +112,27 @@ def _messages_fn(kind: str, options: Mapping[str, Any]) -> Callable[[Mapping[str
   if kind == "jsonl_sft":
     return lambda r: json.loads(_text(r["messages"]))
   if kind == "skills":
-    return lambda r: [{"role": "user", "content": _text(r["prompt"])},
-                      {"role": "assistant", "content": _text(r["answer"])}]
+    return lambda r: [
+      {"role": "user", "content": _text(r["prompt"])},
+      {"role": "assistant", "content": _text(r["answer"])},
+    ]
   if kind == "reasoning_gym":
-    return lambda r: [{"role": "user", "content": _text(r["question"])},
-                      {"role": "assistant", "content": _text(r["answer"])}]
+    return lambda r: [
+      {"role": "user", "content": _text(r["question"])},
+      {"role": "assistant", "content": _text(r["answer"])},
+    ]
   if options.get("messages_key"):
     key = options["messages_key"]
-    return lambda r: (json.loads(_text(r[key])) if isinstance(r[key], (str, bytes))
-                      else [{"role": _text(m["role"]), "content": _text(m["content"])}
-                            for m in r[key]])
+    return lambda r: (
+      json.loads(_text(r[key]))
+      if isinstance(r[key], (str, bytes))
+      else [{"role": _text(m["role"]), "content": _text(m["content"])} for m in r[key]]
+    )
   pk, rk = options.get("prompt_key", "prompt"), options.get("response_key", "response")
-  return lambda r: [{"role": "user", "content": _text(r[pk])},
-                    {"role": "assistant", "content": _text(r[rk])}]
+  return lambda r: [
+    {"role": "user", "content": _text(r[pk])},
+    {"role": "assistant", "content": _text(r[rk])},
+  ]
 
 
 def _named_sources(cfg: Any) -> list[tuple[str, Any]]:
@@ -126,13 +148,25 @@ def _source_seed(seed: int, index: int) -> int:
 class DataIterator:
   """Batches of the module's format; `get_state`/`set_state` resume exactly; `stats` counts."""
 
-  def __init__(self, dataset: grain.IterDataset, names: list[str], batch_size: int,
-               pad_id: int, static_stats: dict[str, Any]) -> None:
+  def __init__(
+    self,
+    dataset: grain.IterDataset,
+    names: list[str],
+    batch_size: int,
+    pad_id: int,
+    static_stats: dict[str, Any],
+  ) -> None:
     self._it = iter(dataset)
     self._names, self._batch_size, self._pad_id = names, batch_size, pad_id
     self._static = static_stats
-    self._counts = {"batches": 0, "examples": 0, "truncated": 0, "prompt_truncated": 0,
-                    "no_loss": 0, "per_source": {n: 0 for n in names}}
+    self._counts = {
+      "batches": 0,
+      "examples": 0,
+      "truncated": 0,
+      "prompt_truncated": 0,
+      "no_loss": 0,
+      "per_source": {n: 0 for n in names},
+    }
 
   @property
   def stats(self) -> dict[str, Any]:
@@ -156,24 +190,44 @@ class DataIterator:
   def _pad(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Last partial batch of a finite iterator: filler rows with zero loss."""
     n = self._batch_size - batch["input_ids"].shape[0]
-    fill = {"input_ids": self._pad_id, "targets": self._pad_id, "loss_weights": 0,
-            "predictor_ids": self._pad_id, "predictor_lengths": 1, "mask_index": 0}
-    return {k: np.concatenate([v, np.full((n, *v.shape[1:]), fill[k], v.dtype)])
-            for k, v in batch.items()}
+    fill = {
+      "input_ids": self._pad_id,
+      "targets": self._pad_id,
+      "loss_weights": 0,
+      "predictor_ids": self._pad_id,
+      "predictor_lengths": 1,
+      "mask_index": 0,
+    }
+    return {
+      k: np.concatenate([v, np.full((n, *v.shape[1:]), fill[k], v.dtype)]) for k, v in batch.items()
+    }
 
   def get_state(self) -> dict[str, Any]:
-    return json.loads(json.dumps({"grain": self._it.get_state(), "counts": self._counts},
-                                 default=lambda x: x.item() if hasattr(x, "item") else str(x)))
+    return json.loads(
+      json.dumps(
+        {"grain": self._it.get_state(), "counts": self._counts},
+        default=lambda x: x.item() if hasattr(x, "item") else str(x),
+      )
+    )
 
   def set_state(self, state: Mapping[str, Any]) -> None:
     self._it.set_state(copy.deepcopy(state["grain"]))
     self._counts = copy.deepcopy(dict(state["counts"]))
 
 
-def build_iterator(data_cfg: ml_collections.ConfigDict, tokenizer: Tokenizer, *, kind: str,
-                   seq_len: int, batch_size: int, process_index: int = 0,
-                   process_count: int = 1, seed: int = 0, split: str | None = None,
-                   num_epochs: int | None = None) -> DataIterator:
+def build_iterator(
+  data_cfg: ml_collections.ConfigDict,
+  tokenizer: Tokenizer,
+  *,
+  kind: str,
+  seq_len: int,
+  batch_size: int,
+  process_index: int = 0,
+  process_count: int = 1,
+  seed: int = 0,
+  split: str | None = None,
+  num_epochs: int | None = None,
+) -> DataIterator:
   """Per-host iterator of `batch_size` rows of `seq_len` tokens for stage `kind` ("cpt"|"sft").
 
   `split` overrides every source's configured split (e.g. "eval"); `num_epochs=None` repeats
@@ -190,17 +244,23 @@ def build_iterator(data_cfg: ml_collections.ConfigDict, tokenizer: Tokenizer, *,
   entries = [(n, s) for n, s in _named_sources(data_cfg[kind].sources) if s["weight"] > 0]
   if not entries:
     raise ValueError(f"data config has no {kind} source with weight > 0")
-  read = grain.ReadOptions(num_threads=data_cfg.read_threads,
-                           prefetch_buffer_size=data_cfg.prefetch)
+  read = grain.ReadOptions(
+    num_threads=data_cfg.read_threads, prefetch_buffer_size=data_cfg.prefetch
+  )
   datasets, names, weights = [], [], []
   static: dict[str, Any] = {"records": {}, "skipped_lines": {}, "host_records": {}}
   for index, (name, src) in enumerate(entries):
     if src["kind"] not in allowed:
       raise ValueError(f"{kind} source {name!r} has kind {src['kind']!r}; use one of {allowed}")
     options = dict(src.get("options") or {})
-    mat = builders.materialize(name, src["kind"], list(src.get("paths") or ()), options,
-                               data_dir=data_cfg.data_dir or None,
-                               skip_malformed=data_cfg.skip_malformed)
+    mat = builders.materialize(
+      name,
+      src["kind"],
+      list(src.get("paths") or ()),
+      options,
+      data_dir=data_cfg.data_dir or None,
+      skip_malformed=data_cfg.skip_malformed,
+    )
     the_split = split or src.get("split", "train")
     records = mat.data_source(the_split)
     ds = grain.MapDataset.source(records)[process_index::process_count]
@@ -208,28 +268,45 @@ def build_iterator(data_cfg: ml_collections.ConfigDict, tokenizer: Tokenizer, *,
     static["skipped_lines"][name] = int(mat.metadata.get("skipped_lines", 0))
     static["host_records"][name] = len(ds)
     if len(ds) == 0:
-      raise ValueError(f"source {name!r} split {the_split!r} has {len(records)} records: too "
-                       f"few for {process_count} hosts")
+      raise ValueError(
+        f"source {name!r} split {the_split!r} has {len(records)} records: too "
+        f"few for {process_count} hosts"
+      )
     sseed = _source_seed(seed, index)
     if data_cfg.shuffle:
       ds = ds.shuffle(seed=sseed)
     ds = ds.repeat(num_epochs)
     if kind == "cpt":
       text_key = "text" if src["kind"] == "text" else options.get("text_key", "text")
-      it = ds.map(lambda r, k=text_key: np.asarray(
-          tokenizer.encode(_text(r[k])) + [tokenizer.eos_id], np.int32)).to_iter_dataset(read)
+      it = ds.map(
+        lambda r, k=text_key: np.asarray(
+          tokenizer.encode(_text(r[k])) + [tokenizer.eos_id], np.int32
+        )
+      ).to_iter_dataset(read)
       it = packing.PackIterDataset(it, seq_len).map(
-          lambda row, i=index: {**packing.route_cpt_row(row, data_cfg.num_chunks),
-                                "_source": np.int32(i)})
+        lambda row, i=index: {
+          **packing.route_cpt_row(row, data_cfg.num_chunks),
+          "_source": np.int32(i),
+        }
+      )
       if data_cfg.shuffle and data_cfg.shuffle_window > 0:
         it = grain.experimental.WindowShuffleIterDataset(
-            it, window_size=data_cfg.shuffle_window, seed=sseed)
+          it, window_size=data_cfg.shuffle_window, seed=sseed
+        )
     else:
       to_msgs = _messages_fn(src["kind"], options)
-      it = ds.map(lambda r, f=to_msgs, i=index: {
-          **sft.format_sft(tokenizer, f(r), seq_len=seq_len,
-                           max_prompt_len=data_cfg.max_prompt_len, policy=data_cfg.truncate),
-          "_source": np.int32(i)}).to_iter_dataset(read)
+      it = ds.map(
+        lambda r, f=to_msgs, i=index: {
+          **sft.format_sft(
+            tokenizer,
+            f(r),
+            seq_len=seq_len,
+            max_prompt_len=data_cfg.max_prompt_len,
+            policy=data_cfg.truncate,
+          ),
+          "_source": np.int32(i),
+        }
+      ).to_iter_dataset(read)
     datasets.append(it)
     names.append(name)
     weights.append(float(src["weight"]))

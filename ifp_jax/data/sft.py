@@ -14,6 +14,7 @@ Predictor input (C = 1): the first user message's content, encoded without any c
 cut to its first `max_prompt_len` tokens (counted in `_prompt_truncated`), right-padded;
 an empty prompt becomes the single token EOS (lengths are always >= 1). ``mask_index`` is 0.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -32,8 +33,9 @@ def first_user_content(messages: Sequence[Mapping[str, str]]) -> str:
   raise ValueError("conversation has no user message")
 
 
-def encode_conversation(tok: Tokenizer, messages: Sequence[Mapping[str, str]]
-                        ) -> tuple[list[int], list[bool]]:
+def encode_conversation(
+  tok: Tokenizer, messages: Sequence[Mapping[str, str]]
+) -> tuple[list[int], list[bool]]:
   """Token ids of the chat-formatted conversation and, per token, whether it is trained on."""
   ids: list[int] = []
   is_output: list[bool] = []
@@ -44,8 +46,9 @@ def encode_conversation(tok: Tokenizer, messages: Sequence[Mapping[str, str]]
   return ids, is_output
 
 
-def truncate(ids: list[int], is_output: list[bool], max_len: int, policy: str
-             ) -> tuple[list[int], list[bool], bool]:
+def truncate(
+  ids: list[int], is_output: list[bool], max_len: int, policy: str
+) -> tuple[list[int], list[bool], bool]:
   """Fits a sequence into `max_len` tokens by `policy`; returns (ids, is_output, truncated)."""
   if policy not in TRUNCATION_POLICIES:
     raise ValueError(f"truncate={policy!r}: use one of {TRUNCATION_POLICIES}")
@@ -58,8 +61,14 @@ def truncate(ids: list[int], is_output: list[bool], max_len: int, policy: str
   return ids[:max_len], is_output[:max_len], True
 
 
-def format_sft(tok: Tokenizer, messages: Sequence[Mapping[str, str]], *, seq_len: int,
-               max_prompt_len: int, policy: str = "left_prompt") -> dict[str, np.ndarray]:
+def format_sft(
+  tok: Tokenizer,
+  messages: Sequence[Mapping[str, str]],
+  *,
+  seq_len: int,
+  max_prompt_len: int,
+  policy: str = "left_prompt",
+) -> dict[str, np.ndarray]:
   """One SFT example: input_ids/targets/loss_weights/mask_index [T], predictor_ids [1, P],
   predictor_lengths [1], and counters `_truncated`, `_prompt_truncated`, `_no_loss` (int32)."""
   ids, is_output = encode_conversation(tok, messages)
@@ -74,15 +83,15 @@ def format_sft(tok: Tokenizer, messages: Sequence[Mapping[str, str]], *, seq_len
   prompt = tok.encode(first_user_content(messages)) or [tok.eos_id]
   predictor_ids = np.full((1, max_prompt_len), tok.pad_id, np.int32)
   kept = prompt[:max_prompt_len]
-  predictor_ids[0, :len(kept)] = kept
+  predictor_ids[0, : len(kept)] = kept
   return {
-      "input_ids": input_ids,
-      "targets": targets,
-      "loss_weights": loss_weights,
-      "predictor_ids": predictor_ids,
-      "predictor_lengths": np.array([len(kept)], np.int32),
-      "mask_index": np.zeros(seq_len, np.int32),
-      "_truncated": np.int32(truncated),
-      "_prompt_truncated": np.int32(len(prompt) > max_prompt_len),
-      "_no_loss": np.int32(not loss_weights.any()),
+    "input_ids": input_ids,
+    "targets": targets,
+    "loss_weights": loss_weights,
+    "predictor_ids": predictor_ids,
+    "predictor_lengths": np.array([len(kept)], np.int32),
+    "mask_index": np.zeros(seq_len, np.int32),
+    "_truncated": np.int32(truncated),
+    "_prompt_truncated": np.int32(len(prompt) > max_prompt_len),
+    "_no_loss": np.int32(not loss_weights.any()),
   }

@@ -14,6 +14,7 @@ seeds. Generation is deterministic in (split, seed, index). Sized so that a ~1-5
 model learns much of it within minutes on a CPU: with the byte tokenizer a ChatML-formatted example
 is <= 83 tokens (seq_len 128 never truncates) and a prompt <= 61 bytes (max_prompt_len 64).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -74,63 +75,171 @@ def _list_part(s: str) -> list[int]:
 
 
 SKILLS: tuple[Skill, ...] = (
-    # --- arithmetic: input "a, b"
-    Skill("add", "arithmetic", "Add the two numbers.",
-          ("Add the two numbers.", "What is the sum of these numbers?",
-           "Compute the total of the two numbers.", "Give a plus b."),
-          _two_numbers(99), lambda s: str(sum(_nums(s)))),
-    Skill("subtract", "arithmetic", "Subtract the second number from the first.",
-          ("Subtract the second number from the first.",
-           "What is the first number minus the second?",
-           "Compute the difference a minus b.", "Take the second number away from the first."),
-          _two_numbers(99), lambda s: str(_nums(s)[0] - _nums(s)[1])),
-    Skill("multiply", "arithmetic", "Multiply the two numbers.",
-          ("Multiply the two numbers.", "What is the product of these numbers?",
-           "Compute a times b.", "Give the result of multiplying them."),
-          _two_numbers(12, 2), lambda s: str(_nums(s)[0] * _nums(s)[1])),
-    Skill("max", "arithmetic", "Give the larger number.",
-          ("Give the larger number.", "Which of the two numbers is bigger?",
-           "Return the maximum of the two numbers.", "Pick the greater number."),
-          _two_numbers(99), lambda s: str(max(_nums(s)))),
-    # --- strings: input a lowercase word
-    Skill("reverse", "strings", "Reverse the word.",
-          ("Reverse the word.", "Write the word backwards.", "Spell the word in reverse order.",
-           "What is the word read from right to left?"),
-          _word, lambda s: s[::-1]),
-    Skill("uppercase", "strings", "Write the word in capital letters.",
-          ("Write the word in capital letters.", "Convert the word to uppercase.",
-           "Give the word in upper case.", "Capitalize every letter of the word."),
-          _word, lambda s: s.upper()),
-    Skill("first_letter", "strings", "Give the first letter of the word.",
-          ("Give the first letter of the word.", "What letter does the word start with?",
-           "Return the initial character of the word."),
-          _word, lambda s: s[0]),
-    Skill("last_letter", "strings", "Give the last letter of the word.",
-          ("Give the last letter of the word.", "What letter does the word end with?",
-           "Return the final character of the word."),
-          _word, lambda s: s[-1]),
-    Skill("sort_letters", "strings", "Sort the letters of the word alphabetically.",
-          ("Sort the letters of the word alphabetically.", "Put the letters in alphabetical order.",
-           "Rearrange the word's letters from a to z."),
-          _word, lambda s: "".join(sorted(s))),
-    Skill("count_letters", "strings", "Count the letters in the word.",
-          ("Count the letters in the word.", "How many letters does the word have?",
-           "What is the length of the word?"),
-          _word, lambda s: str(len(s))),
-    # --- code: input a Python list (and index / expression)
-    Skill("list_len", "code", "Evaluate len(xs).",
-          ("Evaluate len(xs).", "What does len(xs) return?", "How many items are in xs?"),
-          _int_list, lambda s: str(len(_list_part(s)))),
-    Skill("list_sum", "code", "Evaluate sum(xs).",
-          ("Evaluate sum(xs).", "What does sum(xs) return?", "Add up the items of xs."),
-          _int_list, lambda s: str(sum(_list_part(s)))),
-    Skill("list_index", "code", "Evaluate xs[i].",
-          ("Evaluate xs[i].", "What is the value of xs[i]?", "Return the item of xs at index i."),
-          _list_and_index, lambda s: str(_list_part(s)[_nums(s.split(";")[1])[0]])),
-    Skill("python_expr", "code", "Evaluate the Python expression.",
-          ("Evaluate the Python expression.", "What does this expression compute to?",
-           "Give the value Python prints for this expression."),
-          _expr, _eval_expr),
+  # --- arithmetic: input "a, b"
+  Skill(
+    "add",
+    "arithmetic",
+    "Add the two numbers.",
+    (
+      "Add the two numbers.",
+      "What is the sum of these numbers?",
+      "Compute the total of the two numbers.",
+      "Give a plus b.",
+    ),
+    _two_numbers(99),
+    lambda s: str(sum(_nums(s))),
+  ),
+  Skill(
+    "subtract",
+    "arithmetic",
+    "Subtract the second number from the first.",
+    (
+      "Subtract the second number from the first.",
+      "What is the first number minus the second?",
+      "Compute the difference a minus b.",
+      "Take the second number away from the first.",
+    ),
+    _two_numbers(99),
+    lambda s: str(_nums(s)[0] - _nums(s)[1]),
+  ),
+  Skill(
+    "multiply",
+    "arithmetic",
+    "Multiply the two numbers.",
+    (
+      "Multiply the two numbers.",
+      "What is the product of these numbers?",
+      "Compute a times b.",
+      "Give the result of multiplying them.",
+    ),
+    _two_numbers(12, 2),
+    lambda s: str(_nums(s)[0] * _nums(s)[1]),
+  ),
+  Skill(
+    "max",
+    "arithmetic",
+    "Give the larger number.",
+    (
+      "Give the larger number.",
+      "Which of the two numbers is bigger?",
+      "Return the maximum of the two numbers.",
+      "Pick the greater number.",
+    ),
+    _two_numbers(99),
+    lambda s: str(max(_nums(s))),
+  ),
+  # --- strings: input a lowercase word
+  Skill(
+    "reverse",
+    "strings",
+    "Reverse the word.",
+    (
+      "Reverse the word.",
+      "Write the word backwards.",
+      "Spell the word in reverse order.",
+      "What is the word read from right to left?",
+    ),
+    _word,
+    lambda s: s[::-1],
+  ),
+  Skill(
+    "uppercase",
+    "strings",
+    "Write the word in capital letters.",
+    (
+      "Write the word in capital letters.",
+      "Convert the word to uppercase.",
+      "Give the word in upper case.",
+      "Capitalize every letter of the word.",
+    ),
+    _word,
+    lambda s: s.upper(),
+  ),
+  Skill(
+    "first_letter",
+    "strings",
+    "Give the first letter of the word.",
+    (
+      "Give the first letter of the word.",
+      "What letter does the word start with?",
+      "Return the initial character of the word.",
+    ),
+    _word,
+    lambda s: s[0],
+  ),
+  Skill(
+    "last_letter",
+    "strings",
+    "Give the last letter of the word.",
+    (
+      "Give the last letter of the word.",
+      "What letter does the word end with?",
+      "Return the final character of the word.",
+    ),
+    _word,
+    lambda s: s[-1],
+  ),
+  Skill(
+    "sort_letters",
+    "strings",
+    "Sort the letters of the word alphabetically.",
+    (
+      "Sort the letters of the word alphabetically.",
+      "Put the letters in alphabetical order.",
+      "Rearrange the word's letters from a to z.",
+    ),
+    _word,
+    lambda s: "".join(sorted(s)),
+  ),
+  Skill(
+    "count_letters",
+    "strings",
+    "Count the letters in the word.",
+    (
+      "Count the letters in the word.",
+      "How many letters does the word have?",
+      "What is the length of the word?",
+    ),
+    _word,
+    lambda s: str(len(s)),
+  ),
+  # --- code: input a Python list (and index / expression)
+  Skill(
+    "list_len",
+    "code",
+    "Evaluate len(xs).",
+    ("Evaluate len(xs).", "What does len(xs) return?", "How many items are in xs?"),
+    _int_list,
+    lambda s: str(len(_list_part(s))),
+  ),
+  Skill(
+    "list_sum",
+    "code",
+    "Evaluate sum(xs).",
+    ("Evaluate sum(xs).", "What does sum(xs) return?", "Add up the items of xs."),
+    _int_list,
+    lambda s: str(sum(_list_part(s))),
+  ),
+  Skill(
+    "list_index",
+    "code",
+    "Evaluate xs[i].",
+    ("Evaluate xs[i].", "What is the value of xs[i]?", "Return the item of xs at index i."),
+    _list_and_index,
+    lambda s: str(_list_part(s)[_nums(s.split(";")[1])[0]]),
+  ),
+  Skill(
+    "python_expr",
+    "code",
+    "Evaluate the Python expression.",
+    (
+      "Evaluate the Python expression.",
+      "What does this expression compute to?",
+      "Give the value Python prints for this expression.",
+    ),
+    _expr,
+    _eval_expr,
+  ),
 )
 SKILLS_BY_NAME = {s.name: s for s in SKILLS}
 DOMAINS = tuple(dict.fromkeys(s.domain for s in SKILLS))
@@ -148,12 +257,19 @@ def is_eval_input(skill: str, inp: str) -> bool:
 
 
 def make_example(skill: Skill, instruction: str, inp: str) -> dict[str, str]:
-  return {"skill": skill.name, "domain": skill.domain, "instruction": instruction, "input": inp,
-          "prompt": f"{instruction}\n{inp}", "answer": skill.solve(inp)}
+  return {
+    "skill": skill.name,
+    "domain": skill.domain,
+    "instruction": instruction,
+    "input": inp,
+    "prompt": f"{instruction}\n{inp}",
+    "answer": skill.solve(inp),
+  }
 
 
-def example(split: str, seed: int, index: int,
-            skills: Sequence[str] | None = None) -> dict[str, str]:
+def example(
+  split: str, seed: int, index: int, skills: Sequence[str] | None = None
+) -> dict[str, str]:
   """Example `index` of `split` ("train" | "eval"): skill round-robin, rest drawn by seed."""
   if split not in ("train", "eval"):
     raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
@@ -167,8 +283,9 @@ def example(split: str, seed: int, index: int,
   raise RuntimeError(f"could not draw a {split} input for skill {skill.name}")
 
 
-def generate(split: str, n: int, seed: int = 0,
-             skills: Sequence[str] | None = None) -> list[dict[str, str]]:
+def generate(
+  split: str, n: int, seed: int = 0, skills: Sequence[str] | None = None
+) -> list[dict[str, str]]:
   """`n` examples of `split`, deterministic in (split, seed, skills)."""
   unknown = set(skills or ()) - set(SKILLS_BY_NAME)
   if unknown:

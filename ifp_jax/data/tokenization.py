@@ -20,6 +20,7 @@ one when the conversation has none); it is taken from the model's own Jinja temp
 `chat_segments` returns the same text cut into (text, is_assistant_output) pieces; SFT encodes
 piece by piece so the loss mask is exact.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,7 +67,7 @@ class Tokenizer:
     return tuple(dict.fromkeys(ids))
 
   def chat_segments(
-      self, messages: Sequence[Message], add_generation_prompt: bool = False
+    self, messages: Sequence[Message], add_generation_prompt: bool = False
   ) -> list[tuple[str, bool]]:
     """ChatML text as (piece, is_assistant_output) pieces; joining them gives the full text.
 
@@ -87,14 +88,16 @@ class Tokenizer:
     return segments
 
   def apply_chat_template(
-      self, messages: Sequence[Message], add_generation_prompt: bool = False
+    self, messages: Sequence[Message], add_generation_prompt: bool = False
   ) -> str:
     """The conversation rendered as ChatML text (tokenize it with `encode`)."""
     return "".join(t for t, _ in self.chat_segments(messages, add_generation_prompt))
 
   def __repr__(self) -> str:
-    return (f"{type(self).__name__}({self.name!r}, vocab_size={self.vocab_size}, "
-            f"bos={self.bos_id}, eos={self.eos_id}, pad={self.pad_id})")
+    return (
+      f"{type(self).__name__}({self.name!r}, vocab_size={self.vocab_size}, "
+      f"bos={self.bos_id}, eos={self.eos_id}, pad={self.pad_id})"
+    )
 
 
 class ByteTokenizer(Tokenizer):
@@ -146,9 +149,16 @@ def _first_id(tok: Tokenizer, candidates: Sequence[str | None]) -> int | None:
 class HFTokenizer(Tokenizer):
   """Wraps a `tokenizers.Tokenizer` (HF fast tokenizer, e.g. from `tokenizer.json`)."""
 
-  def __init__(self, tok: Any, *, name: str = "hf", bos: str | None = None,
-               eos: str | None = None, pad: str | None = None,
-               chat_template: str | None = None) -> None:
+  def __init__(
+    self,
+    tok: Any,
+    *,
+    name: str = "hf",
+    bos: str | None = None,
+    eos: str | None = None,
+    pad: str | None = None,
+    chat_template: str | None = None,
+  ) -> None:
     self._tok = tok
     self.name = name
     self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
@@ -208,13 +218,16 @@ def default_system_from_template(template: str | None) -> str | None:
 
     env = jinja2.Environment()
     text = env.from_string(template).render(
-        messages=[{"role": "user", "content": "@@USER@@"}], add_generation_prompt=False,
-        bos_token="", eos_token="")
+      messages=[{"role": "user", "content": "@@USER@@"}],
+      add_generation_prompt=False,
+      bos_token="",
+      eos_token="",
+    )
   except Exception:  # noqa: BLE001 - a template we cannot render just has no default system
     return None
   head = f"{IM_START}system\n"
   if text.startswith(head) and IM_END in text and text.index(IM_END) < text.index("@@USER@@"):
-    return text[len(head):text.index(IM_END)]
+    return text[len(head) : text.index(IM_END)]
   return None
 
 
@@ -235,9 +248,13 @@ def load_hf_tokenizer(path: str | pathlib.Path) -> HFTokenizer:
   cfg_file = file.parent / "tokenizer_config.json"
   cfg = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
   return HFTokenizer(
-      tokenizers.Tokenizer.from_file(str(file)), name=f"hf:{file}",
-      bos=_token_content(cfg.get("bos_token")), eos=_token_content(cfg.get("eos_token")),
-      pad=_token_content(cfg.get("pad_token")), chat_template=cfg.get("chat_template"))
+    tokenizers.Tokenizer.from_file(str(file)),
+    name=f"hf:{file}",
+    bos=_token_content(cfg.get("bos_token")),
+    eos=_token_content(cfg.get("eos_token")),
+    pad=_token_content(cfg.get("pad_token")),
+    chat_template=cfg.get("chat_template"),
+  )
 
 
 def load_gguf_tokenizer(path: str | pathlib.Path | None = None) -> HFTokenizer:
@@ -262,8 +279,14 @@ def load_gguf_tokenizer(path: str | pathlib.Path | None = None) -> HFTokenizer:
         return tok.id_to_token(ids[key])
     return None
 
-  return HFTokenizer(tok, name=f"gguf:{path.name}", bos=piece("bos"), eos=piece("eos"),
-                     pad=piece("pad"), chat_template=template)
+  return HFTokenizer(
+    tok,
+    name=f"gguf:{path.name}",
+    bos=piece("bos"),
+    eos=piece("eos"),
+    pad=piece("pad"),
+    chat_template=template,
+  )
 
 
 def load_tokenizer(spec: str) -> Tokenizer:
@@ -280,5 +303,5 @@ def load_tokenizer(spec: str) -> Tokenizer:
   if kind == "spm" and arg:
     return SentencePieceTokenizer(pathlib.Path(arg).expanduser())
   raise ValueError(
-      f"unknown tokenizer spec {spec!r}: use 'bytes', 'smollm2', 'gguf:PATH', 'hf:PATH' or "
-      "'spm:PATH'")
+    f"unknown tokenizer spec {spec!r}: use 'bytes', 'smollm2', 'gguf:PATH', 'hf:PATH' or 'spm:PATH'"
+  )

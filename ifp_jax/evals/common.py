@@ -6,6 +6,7 @@ result}`; a result is a JSON-able dict made by `result(...)`: the main metric, t
 samples, per-group scores and extras. Benchmarks talk to the model only through the
 `PrunedRunner` API (`generate`, `loglikelihood`, `tokenizer`), so a variant is a runner.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +21,7 @@ from ifp_jax.infer import instruction_masks as instruct_masks
 
 # Task instructions used by per-task masks beyond `instruct_masks.task_names()`.
 EXTRA_INSTRUCTIONS = {
-    "cpt": "Continue the source file or document.",
+  "cpt": "Continue the source file or document.",
 }
 
 
@@ -56,21 +57,33 @@ def load_instructions(path: str | pathlib.Path | None) -> dict[str, str]:
     raise ValueError(f"{path}: expected a JSON object {{task name: instruction}}")
   for key, text in override.items():
     if key not in out and not key.startswith("rg:"):
-      raise ValueError(f"{path}: unknown task {key!r}; known tasks: {', '.join(sorted(out))} "
-                       f"(or 'rg:<reasoning-gym task>')")
+      raise ValueError(
+        f"{path}: unknown task {key!r}; known tasks: {', '.join(sorted(out))} "
+        f"(or 'rg:<reasoning-gym task>')"
+      )
     if not isinstance(text, str) or not text.strip():
       raise ValueError(f"{path}: instruction of {key!r} must be a non-empty string")
   out.update(override)
   return out
 
 
-def result(metric: str, score: float, n: int, groups: Mapping[str, Mapping[str, Any]] | None
-           = None, **extra: Any) -> dict[str, Any]:
+def result(
+  metric: str,
+  score: float,
+  n: int,
+  groups: Mapping[str, Mapping[str, Any]] | None = None,
+  **extra: Any,
+) -> dict[str, Any]:
   """One benchmark result: `score` of `metric` over `n` samples, optional per-group scores."""
-  return {"metric": metric, "score": float(score), "n": int(n),
-          "groups": {g: {"score": float(v["score"]), "n": int(v["n"])}
-                     for g, v in (groups or {}).items()},
-          **extra}
+  return {
+    "metric": metric,
+    "score": float(score),
+    "n": int(n),
+    "groups": {
+      g: {"score": float(v["score"]), "n": int(v["n"])} for g, v in (groups or {}).items()
+    },
+    **extra,
+  }
 
 
 def group_means(keys: Sequence[str], values: Sequence[float]) -> dict[str, dict[str, Any]]:
@@ -84,7 +97,7 @@ def group_means(keys: Sequence[str], values: Sequence[float]) -> dict[str, dict[
 def sft_source_options(run: Any, kind: str) -> dict[str, Any] | None:
   """Options of the run's first SFT source of `kind` (None when its mixture has none)."""
   src_cfg = run.meta.get("config", {}).get("data", {}).get("sft", {}).get("sources", {})
-  for src in (src_cfg.values() if isinstance(src_cfg, dict) else src_cfg):
+  for src in src_cfg.values() if isinstance(src_cfg, dict) else src_cfg:
     if src.get("kind") == kind:
       return dict(src.get("options") or {})
   return None
@@ -126,8 +139,9 @@ class EvalContext:
         return self.instructions[key]
     raise ValueError(f"no task instruction for any of {list(keys)}")
 
-  def predictor_inputs(self, per_input: Sequence[str], task_keys: Sequence[Sequence[str]]
-                       ) -> list[str] | None:
+  def predictor_inputs(
+    self, per_input: Sequence[str], task_keys: Sequence[Sequence[str]]
+  ) -> list[str] | None:
     """What the predictor reads, per example: nothing (full), the example's own prompt text
     (per_input) or its task's instruction (per_task)."""
     if self.mode == "full":
@@ -151,8 +165,7 @@ class EvalContext:
 def encoded_len(runner: Any, text: str, chat: bool) -> int:
   tok = runner.tokenizer
   if chat:
-    text = tok.apply_chat_template([{"role": "user", "content": text}],
-                                   add_generation_prompt=True)
+    text = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
   return len(tok.encode(text))
 
 
@@ -163,8 +176,10 @@ def fit_left(text: str, budget: int, length: Callable[[str], int]) -> tuple[str,
     return text, False
   lo, hi = 0, len(text)  # invariant: text[hi:] fits (the empty tail fits unless overhead > budget)
   if length(text[hi:]) > budget:
-    raise ValueError(f"the context window is too small: the fixed prompt markup alone needs "
-                     f"{length('')} tokens (> {budget})")
+    raise ValueError(
+      f"the context window is too small: the fixed prompt markup alone needs "
+      f"{length('')} tokens (> {budget})"
+    )
   while hi - lo > 1:
     mid = (lo + hi) // 2
     if length(text[mid:]) <= budget:
@@ -178,13 +193,16 @@ def generation_budget(runner: Any, max_new_tokens: int) -> int:
   """Prompt tokens that fit with `max_new_tokens` (the runner pads prompts to 16 tokens)."""
   budget = runner.cfg_full.max_position_embeddings - max_new_tokens - 16
   if budget < 8:
-    raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in "
-                     f"max_position_embeddings={runner.cfg_full.max_position_embeddings}")
+    raise ValueError(
+      f"max_new_tokens={max_new_tokens} leaves no room for a prompt in "
+      f"max_position_embeddings={runner.cfg_full.max_position_embeddings}"
+    )
   return budget
 
 
-def fit_prompts(runner: Any, prompts: Sequence[str], max_new_tokens: int, chat: bool
-                ) -> tuple[list[str], int]:
+def fit_prompts(
+  runner: Any, prompts: Sequence[str], max_new_tokens: int, chat: bool
+) -> tuple[list[str], int]:
   """Prompts left-truncated to fit the context with `max_new_tokens`; (prompts, how many
   were cut)."""
   budget = generation_budget(runner, max_new_tokens)
@@ -196,18 +214,28 @@ def fit_prompts(runner: Any, prompts: Sequence[str], max_new_tokens: int, chat: 
   return out, cut
 
 
-def batched_generate(ctx: EvalContext, prompts: Sequence[str], instructions: list[str] | None,
-                     *, max_new_tokens: int, chat: bool, stop: Sequence[str] = ()) -> list[str]:
+def batched_generate(
+  ctx: EvalContext,
+  prompts: Sequence[str],
+  instructions: list[str] | None,
+  *,
+  max_new_tokens: int,
+  chat: bool,
+  stop: Sequence[str] = (),
+) -> list[str]:
   """`runner.generate` in batches of `ctx.batch_size` (similar lengths together), reporting
   progress after each batch. Output order = input order."""
   order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
   out: list[str] = [""] * len(prompts)
   for lo in range(0, len(order), ctx.batch_size):
-    rows = order[lo:lo + ctx.batch_size]
-    texts = ctx.runner.generate([prompts[i] for i in rows],
-                                instructions=None if instructions is None
-                                else [instructions[i] for i in rows],
-                                max_new_tokens=max_new_tokens, chat=chat, stop=stop)
+    rows = order[lo : lo + ctx.batch_size]
+    texts = ctx.runner.generate(
+      [prompts[i] for i in rows],
+      instructions=None if instructions is None else [instructions[i] for i in rows],
+      max_new_tokens=max_new_tokens,
+      chat=chat,
+      stop=stop,
+    )
     for i, t in zip(rows, texts):
       out[i] = t
     ctx.progress(min(1.0, (lo + len(rows)) / len(order)))
@@ -260,8 +288,10 @@ class Progress:
     filled = int(self.width * units / max(self.total, 1))
     bar = "#" * filled + "." * (self.width - filled)
     eta_s = fmt_seconds(eta) if eta == eta else "?"
-    line = (f"[eval] [{bar}] {self.done}/{self.total} {self.label} {int(self.fraction * 100):3d}%"
-            f" elapsed {fmt_seconds(elapsed)} ETA {eta_s}{'  ' + note if note else ''}")
+    line = (
+      f"[eval] [{bar}] {self.done}/{self.total} {self.label} {int(self.fraction * 100):3d}%"
+      f" elapsed {fmt_seconds(elapsed)} ETA {eta_s}{'  ' + note if note else ''}"
+    )
     if self.tty:
       print("\r" + line.ljust(110), end="", file=self.stream, flush=True)
     else:

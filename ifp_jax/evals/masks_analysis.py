@@ -11,6 +11,7 @@ Inputs are hard masks [N, L, F] (exactly k ones per layer) of prompts grouped by
                     uniform, log(k)/log(F) = always the same k units.
   never_selected[l] units no analysed prompt selects (prunable for these domains).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,10 @@ def check_masks(masks: np.ndarray, k: int | None = None, name: str = "masks") ->
     raise ValueError(f"{name}: expected hard masks [N > 0, layers, d_ff], got {masks.shape}")
   counts = m.sum(-1)
   if k is not None and not (counts == k).all():
-    raise ValueError(f"{name}: every layer must keep exactly k={k} units; got counts "
-                     f"{sorted(set(counts.ravel().tolist()))[:8]}")
+    raise ValueError(
+      f"{name}: every layer must keep exactly k={k} units; got counts "
+      f"{sorted(set(counts.ravel().tolist()))[:8]}"
+    )
   return m
 
 
@@ -60,8 +63,11 @@ def selection_stats(masks: np.ndarray, k: int) -> dict[str, np.ndarray]:
     hb = -(np.where(p > 0, p * np.log2(p), 0) + np.where(p < 1, (1 - p) * np.log2(1 - p), 0))
     q = p / k
     hu = -np.where(q > 0, q * np.log2(q), 0).sum(-1) / np.log2(f)
-  return {"binary_entropy": hb.mean(-1), "usage_entropy": hu,
-          "never_selected": (p == 0).sum(-1).astype(np.int64)}
+  return {
+    "binary_entropy": hb.mean(-1),
+    "usage_entropy": hu,
+    "never_selected": (p == 0).sum(-1).astype(np.int64),
+  }
 
 
 def analyze(masks_by_domain: Mapping[str, np.ndarray], k: int) -> dict[str, Any]:
@@ -72,40 +78,55 @@ def analyze(masks_by_domain: Mapping[str, np.ndarray], k: int) -> dict[str, Any]
   stats = selection_stats(all_masks, k)
   d = len(doms)
   diag = np.array([np.nanmean(np.diagonal(o)) for o in ov])
-  off = (np.array([np.nanmean(o[~np.eye(d, dtype=bool)]) for o in ov]) if d > 1
-         else np.full(len(ov), np.nan))
+  off = (
+    np.array([np.nanmean(o[~np.eye(d, dtype=bool)]) for o in ov])
+    if d > 1
+    else np.full(len(ov), np.nan)
+  )
   n_layers, f = all_masks.shape[1:]
   return {
-      "domains": doms, "prompts": {x: int(len(masks_by_domain[x])) for x in doms},
-      "layers": int(n_layers), "d_ff": int(f), "k": int(k), "random_overlap": k / f,
-      "overlap": ov.tolist(), "within_domain_overlap": diag.tolist(),
-      "cross_domain_overlap": off.tolist(),
-      **{name: v.tolist() for name, v in stats.items()},
+    "domains": doms,
+    "prompts": {x: int(len(masks_by_domain[x])) for x in doms},
+    "layers": int(n_layers),
+    "d_ff": int(f),
+    "k": int(k),
+    "random_overlap": k / f,
+    "overlap": ov.tolist(),
+    "within_domain_overlap": diag.tolist(),
+    "cross_domain_overlap": off.tolist(),
+    **{name: v.tolist() for name, v in stats.items()},
   }
 
 
-def domain_masks(run: Any, prompts_by_domain: Mapping[str, Sequence[str]], batch: int = 64
-                 ) -> dict[str, np.ndarray]:
+def domain_masks(
+  run: Any, prompts_by_domain: Mapping[str, Sequence[str]], batch: int = 64
+) -> dict[str, np.ndarray]:
   """Hard masks [N, L, F] per domain, the predictor reading each prompt (per-input)."""
   max_len = instruct_masks.max_prompt_len(run.meta)
   out = {}
   for dom, prompts in prompts_by_domain.items():
-    parts = [instruct_masks.predict_masks(run.ifp, run.params, run.tokenizer,
-                                          list(prompts[i:i + batch]), max_len)[0]
-             for i in range(0, len(prompts), batch)]
+    parts = [
+      instruct_masks.predict_masks(
+        run.ifp, run.params, run.tokenizer, list(prompts[i : i + batch]), max_len
+      )[0]
+      for i in range(0, len(prompts), batch)
+    ]
     out[dom] = np.concatenate(parts).astype(bool)
   return out
 
 
 def _plt():
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   return plt
 
 
-def plot_overlap(analysis: Mapping[str, Any], path: str | pathlib.Path, max_panels: int = 16
-                 ) -> pathlib.Path:
+def plot_overlap(
+  analysis: Mapping[str, Any], path: str | pathlib.Path, max_panels: int = 16
+) -> pathlib.Path:
   """Heatmaps of the overlap matrix of each layer (evenly spaced layers if there are many)."""
   plt = _plt()
   ov, doms = np.asarray(analysis["overlap"]), analysis["domains"]
@@ -113,7 +134,7 @@ def plot_overlap(analysis: Mapping[str, Any], path: str | pathlib.Path, max_pane
   cols = min(4, len(layers))
   rows = -(-len(layers) // cols)
   fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 1, 3.0 * rows), squeeze=False)
-  for ax in axes.ravel()[len(layers):]:
+  for ax in axes.ravel()[len(layers) :]:
     ax.axis("off")
   im = None
   for panel, (ax, layer) in enumerate(zip(axes.ravel(), layers)):
@@ -123,11 +144,20 @@ def plot_overlap(analysis: Mapping[str, Any], path: str | pathlib.Path, max_pane
     ax.set_yticks(range(len(doms)), doms if panel % cols == 0 else [], fontsize=7)
     if len(doms) <= 8:
       for (i, j), v in np.ndenumerate(ov[layer]):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                color="white" if v < 0.6 else "black")
+        ax.text(
+          j,
+          i,
+          f"{v:.2f}",
+          ha="center",
+          va="center",
+          fontsize=6,
+          color="white" if v < 0.6 else "black",
+        )
   fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="mask overlap (|A&B| / k)")
-  fig.suptitle(f"FFN mask overlap between domains (k={analysis['k']} of {analysis['d_ff']}; "
-               f"random ~ {analysis['random_overlap']:.2f})")
+  fig.suptitle(
+    f"FFN mask overlap between domains (k={analysis['k']} of {analysis['d_ff']}; "
+    f"random ~ {analysis['random_overlap']:.2f})"
+  )
   fig.savefig(path, dpi=110, bbox_inches="tight")
   plt.close(fig)
   return pathlib.Path(path)
@@ -150,6 +180,7 @@ def plot_layer_stats(analysis: Mapping[str, Any], path: str | pathlib.Path) -> p
   a3.bar(x, analysis["never_selected"])
   a3.set(xlabel="layer", ylabel="units", title=f"never selected (of {analysis['d_ff']})")
   from matplotlib.ticker import MaxNLocator
+
   for ax in (a1, a2, a3):
     ax.grid(alpha=0.3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -163,8 +194,11 @@ def write(analysis: Mapping[str, Any], out_dir: str | pathlib.Path) -> dict[str,
   """masks_analysis.json + the two PNGs in `out_dir`; returns their paths."""
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  files = {"json": out_dir / "masks_analysis.json", "overlap_png": out_dir / "mask_overlap.png",
-           "layers_png": out_dir / "mask_layers.png"}
+  files = {
+    "json": out_dir / "masks_analysis.json",
+    "overlap_png": out_dir / "mask_overlap.png",
+    "layers_png": out_dir / "mask_layers.png",
+  }
   files["json"].write_text(json.dumps(analysis, indent=1))
   plot_overlap(analysis, files["overlap_png"])
   plot_layer_stats(analysis, files["layers_png"])

@@ -10,6 +10,7 @@ present, else what follows the last "answer is" / "Answer:", else the first line
 reasoning-gym's (1.0 = correct; some tasks give partial credit for near-misses), and
 `exact` counts replies scored 1.0.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,6 +45,7 @@ def extract_answer(reply: str) -> str:
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
   """Which reasoning-gym items a run is evaluated on."""
+
   tasks: tuple[str, ...]
   kwargs: dict[str, dict[str, Any]]
   seed: int
@@ -55,8 +57,12 @@ def task_spec(run: Any) -> TaskSpec:
   if src is None:
     return TaskSpec(DEFAULT_TASKS, {}, 0, 0)
   kwargs = {t: _plain(kw) for t, kw in dict(src.get("task_kwargs") or {}).items()}
-  return TaskSpec(tuple(src.get("tasks") or ("basic_arithmetic",)), kwargs,
-                  int(src.get("seed", 0)), int(src.get("size", 1000)))
+  return TaskSpec(
+    tuple(src.get("tasks") or ("basic_arithmetic",)),
+    kwargs,
+    int(src.get("seed", 0)),
+    int(src.get("size", 1000)),
+  )
 
 
 def _plain(kw: dict[str, Any]) -> dict[str, Any]:
@@ -64,8 +70,9 @@ def _plain(kw: dict[str, Any]) -> dict[str, Any]:
   return {k: tuple(v) if isinstance(v, list) else v for k, v in dict(kw).items()}
 
 
-def datasets(tasks: Sequence[str], size: int, seed: int,
-             kwargs: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def datasets(
+  tasks: Sequence[str], size: int, seed: int, kwargs: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
   """{task: reasoning-gym dataset of `size` held-out items}."""
   import reasoning_gym
 
@@ -73,8 +80,9 @@ def datasets(tasks: Sequence[str], size: int, seed: int,
   out = {}
   for task in tasks:
     try:
-      out[task] = reasoning_gym.create_dataset(task, size=size, seed=eval_seed,
-                                               **(kwargs or {}).get(task, {}))
+      out[task] = reasoning_gym.create_dataset(
+        task, size=size, seed=eval_seed, **(kwargs or {}).get(task, {})
+      )
     except (KeyError, ValueError, TypeError) as e:
       raise ValueError(f"reasoning-gym task {task!r}: {e}") from e
   return out
@@ -88,8 +96,12 @@ def held_out_items(spec: TaskSpec, size: int) -> tuple[dict[str, Any], list[tupl
   for task, ds in dsets.items():
     seen = set()
     if spec.train_size:
-      seen = {r["question"] for r in sources.reasoning_gym_examples(
-          task, spec.train_size, train_seed, **spec.kwargs.get(task, {}))}
+      seen = {
+        r["question"]
+        for r in sources.reasoning_gym_examples(
+          task, spec.train_size, train_seed, **spec.kwargs.get(task, {})
+        )
+      }
     for i in range(size):
       if str(ds[i]["question"]) in seen:
         dropped += 1
@@ -102,8 +114,9 @@ def instruction_keys(task: str) -> tuple[str, ...]:
   return (f"rg:{task}", TASK_INSTRUCTION_KEYS.get(task, "math"))
 
 
-def run(ctx: common.EvalContext, limit: int | None, tasks: Sequence[str] | None = None
-        ) -> dict[str, Any]:
+def run(
+  ctx: common.EvalContext, limit: int | None, tasks: Sequence[str] | None = None
+) -> dict[str, Any]:
   size = limit or 200
   spec = task_spec(ctx.reference)
   if tasks is not None:
@@ -122,12 +135,30 @@ def run(ctx: common.EvalContext, limit: int | None, tasks: Sequence[str] | None 
     answer = extract_answer(reply)
     answers.append(answer)
     scores.append(float(dsets[task].score_answer(answer, entry) or 0.0))
-  ctx.write_samples(NAME, [{"task": t, "question": e["question"], "answer": str(e["answer"]),
-                            "reply": r, "extracted": a, "score": s}
-                           for (t, e), r, a, s in zip(items, replies, answers, scores)])
+  ctx.write_samples(
+    NAME,
+    [
+      {
+        "task": t,
+        "question": e["question"],
+        "answer": str(e["answer"]),
+        "reply": r,
+        "extracted": a,
+        "score": s,
+      }
+      for (t, e), r, a, s in zip(items, replies, answers, scores)
+    ],
+  )
   exact = [float(s >= 1.0) for s in scores]
-  return {NAME: common.result(
-      "reasoning_gym_score", common.mean(scores), len(items),
-      common.group_means([t for t, _ in items], scores), exact=common.mean(exact),
-      prompts_truncated=cut, eval_seed=sources.reasoning_gym_seeds(spec.seed)[1],
-      dropped_train_duplicates=dropped)}
+  return {
+    NAME: common.result(
+      "reasoning_gym_score",
+      common.mean(scores),
+      len(items),
+      common.group_means([t for t, _ in items], scores),
+      exact=common.mean(exact),
+      prompts_truncated=cut,
+      eval_seed=sources.reasoning_gym_seeds(spec.seed)[1],
+      dropped_train_duplicates=dropped,
+    )
+  }

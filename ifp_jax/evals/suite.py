@@ -13,6 +13,7 @@ static mask, for a static one).
 Everything that can be wrong with the request (unknown benchmark or variant, bad limits, a
 missing checkpoint, an incompatible run or mode) fails before any benchmark starts.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -21,9 +22,17 @@ import re
 import time
 from typing import Any, Sequence
 
+from ifp_jax.evals import (
+  common,
+  humaneval,
+  masks_analysis,
+  math_gym,
+  mmlu,
+  perplexity,
+  report,
+  skill_suite,
+)
 from ifp_jax.infer import run_loader
-from ifp_jax.evals import (common, humaneval, masks_analysis, math_gym, mmlu, perplexity, report,
-                           skill_suite)
 
 BENCHMARKS = {m.NAME: m for m in (perplexity, skill_suite, math_gym, humaneval, mmlu)}
 DEFAULT_BENCHMARKS = tuple(BENCHMARKS)
@@ -33,8 +42,11 @@ _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 def parse_benchmarks(spec: str | Sequence[str] | None) -> list[str]:
-  names = ([s.strip() for s in spec.split(",") if s.strip()] if isinstance(spec, str)
-           else list(spec or DEFAULT_BENCHMARKS))
+  names = (
+    [s.strip() for s in spec.split(",") if s.strip()]
+    if isinstance(spec, str)
+    else list(spec or DEFAULT_BENCHMARKS)
+  )
   unknown = [n for n in names if n not in BENCHMARKS]
   if unknown:
     raise ValueError(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
@@ -59,8 +71,7 @@ def parse_limits(spec: str | None, benchmarks: Sequence[str]) -> dict[str, int |
     if not name:
       base = {b: n for b in benchmarks}
     elif name not in BENCHMARKS:
-      raise ValueError(f"--limit names unknown benchmark {name!r}; known: "
-                       f"{', '.join(BENCHMARKS)}")
+      raise ValueError(f"--limit names unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
     else:
       per[name] = n
   return {b: (per.get(b, base[b]) or None) for b in benchmarks}
@@ -75,7 +86,7 @@ def parse_variants(spec: str | None, main_kind: str) -> list[tuple[str, str | No
     if item in MODES:
       out.append((item, None, item))
     elif item.startswith("baseline:"):
-      name, eq, path = item[len("baseline:"):].partition("=")
+      name, eq, path = item[len("baseline:") :].partition("=")
       head, at, mode = path.rpartition("@")
       if at and mode in MODES:
         path = head
@@ -84,12 +95,14 @@ def parse_variants(spec: str | None, main_kind: str) -> list[tuple[str, str | No
       if not eq or not name or not path:
         raise ValueError(f"--variants item {item!r}: expected baseline:NAME=WORKDIR[@MODE]")
       if not _NAME.match(name) or name in MODES:
-        raise ValueError(f"--variants item {item!r}: NAME must be letters, digits, '_.-' and "
-                         f"not one of {MODES}")
+        raise ValueError(
+          f"--variants item {item!r}: NAME must be letters, digits, '_.-' and not one of {MODES}"
+        )
       out.append((name, path, mode))
     else:
-      raise ValueError(f"unknown variant {item!r}; use {', '.join(MODES)} or "
-                       f"baseline:NAME=WORKDIR[@MODE]")
+      raise ValueError(
+        f"unknown variant {item!r}; use {', '.join(MODES)} or baseline:NAME=WORKDIR[@MODE]"
+      )
   names = [n for n, _, _ in out]
   if len(set(names)) != len(names):
     raise ValueError(f"duplicate variant names in {names}")
@@ -102,14 +115,20 @@ def baseline_mode(run: Any) -> str:
 
 def variant_info(run: Any, mode: str) -> dict[str, Any]:
   d_ff = run.ifp.llm.intermediate_size
-  return {"workdir": str(run.workdir), "step": run.step, "mode": mode,
-          "mask_kind": run.ifp.mask_kind, "d_ff": d_ff,
-          "ffn_units": d_ff if mode == "full" else run.ifp.k,
-          "tokenizer": run.meta.get("tokenizer")}
+  return {
+    "workdir": str(run.workdir),
+    "step": run.step,
+    "mode": mode,
+    "mask_kind": run.ifp.mask_kind,
+    "d_ff": d_ff,
+    "ffn_units": d_ff if mode == "full" else run.ifp.k,
+    "tokenizer": run.meta.get("tokenizer"),
+  }
 
 
-def analysis_prompts(benchmarks_cache: dict, n: int, run: Any
-                     ) -> tuple[dict[str, list[str]], list[str]]:
+def analysis_prompts(
+  benchmarks_cache: dict, n: int, run: Any
+) -> tuple[dict[str, list[str]], list[str]]:
   """Prompts per domain for the mask analysis: the skill domains, the math tasks, HumanEval
   and MMLU (a domain whose data package is missing is left out, with a note)."""
   out: dict[str, list[str]] = {}
@@ -132,12 +151,21 @@ def analysis_prompts(benchmarks_cache: dict, n: int, run: Any
   return {k: v[:n] for k, v in out.items()}, notes
 
 
-def evaluate(workdir: str | pathlib.Path, *, benchmarks: str | Sequence[str] | None = None,
-             limit: str | None = None, variants: str | None = None, step: int | None = None,
-             instructions: str | None = None, batch_size: int = 32,
-             max_new_tokens: int | None = None, data_dir: str | None = None,
-             analysis: bool = True, out_dir: str | pathlib.Path | None = None,
-             stream=None) -> dict[str, Any]:
+def evaluate(
+  workdir: str | pathlib.Path,
+  *,
+  benchmarks: str | Sequence[str] | None = None,
+  limit: str | None = None,
+  variants: str | None = None,
+  step: int | None = None,
+  instructions: str | None = None,
+  batch_size: int = 32,
+  max_new_tokens: int | None = None,
+  data_dir: str | None = None,
+  analysis: bool = True,
+  out_dir: str | pathlib.Path | None = None,
+  stream=None,
+) -> dict[str, Any]:
   """Runs the eval and writes its outputs; returns the results.json record."""
   from ifp_jax.infer.pruned import PrunedRunner
 
@@ -164,10 +192,18 @@ def evaluate(workdir: str | pathlib.Path, *, benchmarks: str | Sequence[str] | N
     results[vname] = {}
     for bname in names:
       progress.start(f"{vname} x {bname}")
-      ctx = common.EvalContext(variant=vname, runner=runner, reference=main, instructions=instr,
-                               batch_size=batch_size, max_new_tokens=max_new_tokens,
-                               data_dir=data_dir, samples_dir=out_dir / "samples", cache=cache,
-                               progress=progress.update)
+      ctx = common.EvalContext(
+        variant=vname,
+        runner=runner,
+        reference=main,
+        instructions=instr,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        data_dir=data_dir,
+        samples_dir=out_dir / "samples",
+        cache=cache,
+        progress=progress.update,
+      )
       t = time.perf_counter()
       res = BENCHMARKS[bname].run(ctx, limits[bname])
       seconds = time.perf_counter() - t
@@ -176,26 +212,38 @@ def evaluate(workdir: str | pathlib.Path, *, benchmarks: str | Sequence[str] | N
       results[vname].update(res)
       progress.finish(", ".join(f"{k} {r['score']:.3f}" for k, r in res.items()))
 
-  mask_record: dict[str, Any] = {"skipped": "--nomask_analysis" if not analysis else
-                                 "the main run is dense (mask_kind 'none')"}
+  mask_record: dict[str, Any] = {
+    "skipped": "--nomask_analysis" if not analysis else "the main run is dense (mask_kind 'none')"
+  }
   if do_analysis:
     progress.start("mask analysis")
     prompts, notes = analysis_prompts(cache, ANALYSIS_PROMPTS, main)
     summary = masks_analysis.analyze(masks_analysis.domain_masks(main, prompts), main.ifp.k)
-    mask_record = {"summary": summary, "files": masks_analysis.write(summary, out_dir),
-                   "notes": notes}
+    mask_record = {
+      "summary": summary,
+      "files": masks_analysis.write(summary, out_dir),
+      "notes": notes,
+    }
     progress.finish()
   progress.close()
 
   record = {
-      "workdir": str(main.workdir), "step": main.step,
-      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "seconds": round(time.perf_counter() - t0, 1),
-      "settings": {"benchmarks": names, "limits": limits, "batch_size": batch_size,
-                   "max_new_tokens": max_new_tokens, "variants": variants or "(default)",
-                   "instructions": instr, "data_dir": data_dir},
-      "variants": {n: variant_info(r.run, r.mode) for n, r in runners.items()},
-      "results": results, "mask_analysis": mask_record,
+    "workdir": str(main.workdir),
+    "step": main.step,
+    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "seconds": round(time.perf_counter() - t0, 1),
+    "settings": {
+      "benchmarks": names,
+      "limits": limits,
+      "batch_size": batch_size,
+      "max_new_tokens": max_new_tokens,
+      "variants": variants or "(default)",
+      "instructions": instr,
+      "data_dir": data_dir,
+    },
+    "variants": {n: variant_info(r.run, r.mode) for n, r in runners.items()},
+    "results": results,
+    "mask_analysis": mask_record,
   }
   report.write(record, out_dir)
   return record

@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ifp_jax.model.decoder import Decoder, KVCache
 from ifp_jax.model.config import LlamaConfig
+from ifp_jax.model.decoder import Decoder, KVCache
 
 Array = jax.Array
 

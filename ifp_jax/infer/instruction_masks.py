@@ -7,6 +7,7 @@ are deterministic (hard top-k of the scores / log-alphas; the static mask for `s
 Named tasks (`--task=NAME`) resolve through `task_instruction`: every skill of the built-in
 suite, each skill domain, and the benchmark tasks of launch.eval.
 """
+
 from __future__ import annotations
 
 import functools
@@ -17,27 +18,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from ifp_jax.data import skills
+from ifp_jax.model.config import LlamaConfig
 from ifp_jax.model.gather import gather_ffn, gathered_config, kept_indices
 from ifp_jax.model.ifp_model import IFPConfig, IFPModel
-from ifp_jax.model.config import LlamaConfig
 
 # One-to-three-sentence task prompts in the spirit of the paper's per-task instructions.
 DOMAIN_INSTRUCTIONS = {
-    "arithmetic": "Solve the arithmetic problem about the two numbers and answer with a number.",
-    "string": "Transform the given word as instructed and answer with the resulting text.",
-    "code": "Evaluate the Python code or list operation and answer with the resulting value.",
+  "arithmetic": "Solve the arithmetic problem about the two numbers and answer with a number.",
+  "string": "Transform the given word as instructed and answer with the resulting text.",
+  "code": "Evaluate the Python code or list operation and answer with the resulting value.",
 }
 BENCHMARK_INSTRUCTIONS = {
-    "humaneval": "Write a correct Python function that implements the given docstring.",
-    "gsm": "Solve the grade-school math word problem step by step and give the final number.",
-    "math": "Solve the math problem and give the final answer.",
-    "mmlu": "Answer the multiple-choice question by picking the correct option.",
+  "humaneval": "Write a correct Python function that implements the given docstring.",
+  "gsm": "Solve the grade-school math word problem step by step and give the final number.",
+  "math": "Solve the math problem and give the final answer.",
+  "mmlu": "Answer the multiple-choice question by picking the correct option.",
 }
 
 
 def task_names() -> list[str]:
-  return sorted(set(skills.SKILLS_BY_NAME) | set(DOMAIN_INSTRUCTIONS) |
-                set(BENCHMARK_INSTRUCTIONS))
+  return sorted(set(skills.SKILLS_BY_NAME) | set(DOMAIN_INSTRUCTIONS) | set(BENCHMARK_INSTRUCTIONS))
 
 
 def task_instruction(name: str) -> str:
@@ -51,8 +51,9 @@ def task_instruction(name: str) -> str:
   raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(task_names())}")
 
 
-def encode_instructions(tokenizer, texts: Sequence[str], max_len: int
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def encode_instructions(
+  tokenizer, texts: Sequence[str], max_len: int
+) -> tuple[np.ndarray, np.ndarray]:
   """Predictor inputs as in SFT training: ids [B, max_len] right-padded, lengths [B] (>= 1)."""
   ids = np.full((len(texts), max_len), tokenizer.pad_id, np.int32)
   lengths = np.ones(len(texts), np.int32)
@@ -60,7 +61,7 @@ def encode_instructions(tokenizer, texts: Sequence[str], max_len: int
     toks = tokenizer.encode(text)[:max_len]
     if not toks:
       raise ValueError(f"instruction {i} is empty after tokenization: {text!r}")
-    ids[i, :len(toks)] = toks
+    ids[i, : len(toks)] = toks
     lengths[i] = len(toks)
   return ids, lengths
 
@@ -68,14 +69,22 @@ def encode_instructions(tokenizer, texts: Sequence[str], max_len: int
 @functools.lru_cache(maxsize=16)
 def _masks_fn(ifp: IFPConfig):
   def fn(params, ids, lengths):
-    out = IFPModel(ifp).apply({"params": params}, ids, lengths, batch=ids.shape[0],
-                              deterministic=True, method=IFPModel.masks)
+    out = IFPModel(ifp).apply(
+      {"params": params},
+      ids,
+      lengths,
+      batch=ids.shape[0],
+      deterministic=True,
+      method=IFPModel.masks,
+    )
     return out.masks[:, 0], out.scores[:, 0]  # one chunk per instruction: [B, L, F]
+
   return jax.jit(fn)
 
 
-def predict_masks(ifp: IFPConfig, params: Any, tokenizer, texts: Sequence[str],
-                  max_len: int) -> tuple[np.ndarray, np.ndarray]:
+def predict_masks(
+  ifp: IFPConfig, params: Any, tokenizer, texts: Sequence[str], max_len: int
+) -> tuple[np.ndarray, np.ndarray]:
   """(hard masks [B, L, F] with exactly k ones per layer, scores [B, L, F]) per instruction.
 
   A `static` run gives its one learned mask for every instruction (the model ignores the ids).
@@ -87,15 +96,17 @@ def predict_masks(ifp: IFPConfig, params: Any, tokenizer, texts: Sequence[str],
   return np.asarray(masks), np.asarray(scores)
 
 
-def kept_units(ifp: IFPConfig, params: Any, tokenizer, texts: Sequence[str],
-               max_len: int) -> np.ndarray:
+def kept_units(
+  ifp: IFPConfig, params: Any, tokenizer, texts: Sequence[str], max_len: int
+) -> np.ndarray:
   """Sorted kept-unit indices [B, L, k] per instruction."""
   masks, _ = predict_masks(ifp, params, tokenizer, texts, max_len)
   return np.asarray(kept_indices(masks, ifp.k))
 
 
-def pruned_model(ifp: IFPConfig, params: Any, indices: np.ndarray
-                 ) -> tuple[LlamaConfig, dict[str, Any]]:
+def pruned_model(
+  ifp: IFPConfig, params: Any, indices: np.ndarray
+) -> tuple[LlamaConfig, dict[str, Any]]:
   """(config, params) of the dense width-k decoder keeping `indices` [L, k]."""
   return gathered_config(ifp.llm, indices.shape[-1]), gather_ffn(params["llm"], indices)
 

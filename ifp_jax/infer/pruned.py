@@ -14,6 +14,7 @@ way only k units per layer are ever computed - the point of IFPruning.
 Stop strings are applied to the decoded text (generation itself stops at end-of-turn / end-of-
 text tokens), so a stop string costs the tokens generated after it, never correctness.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,10 +28,10 @@ import numpy as np
 
 from ifp_jax.infer import generate as gen
 from ifp_jax.infer import instruction_masks as instruct_masks
+from ifp_jax.infer.run_loader import LoadedRun
+from ifp_jax.model.config import LlamaConfig
 from ifp_jax.model.decoder import Decoder
 from ifp_jax.model.gather import gather_ffn, gathered_config
-from ifp_jax.model.config import LlamaConfig
-from ifp_jax.infer.run_loader import LoadedRun
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +61,28 @@ def _gather_rows(llm_params: dict[str, Any], indices: jax.Array) -> dict[str, An
 def _rowwise_generate(cfg_key: str):
   cfg = LlamaConfig(**json.loads(cfg_key))
 
-  def fn(params, ids, attn, eos, pad_id, rngs, temperature, *, max_new_tokens, cache_len,
-         greedy, top_k):
+  def fn(
+    params, ids, attn, eos, pad_id, rngs, temperature, *, max_new_tokens, cache_len, greedy, top_k
+  ):
     def one(p, i, a, r):
-      out = gen._generate(cfg, p, i[None], a[None], None, eos, pad_id, r, temperature,
-                          max_new_tokens=max_new_tokens, cache_len=cache_len, greedy=greedy,
-                          top_k=top_k)
+      out = gen._generate(
+        cfg,
+        p,
+        i[None],
+        a[None],
+        None,
+        eos,
+        pad_id,
+        r,
+        temperature,
+        max_new_tokens=max_new_tokens,
+        cache_len=cache_len,
+        greedy=greedy,
+        top_k=top_k,
+      )
       return out.tokens[0], out.lengths[0]
-    tokens, lengths = jax.vmap(one, in_axes=(_mlp_axes(params), 0, 0, 0))(params, ids, attn,
-                                                                           rngs)
+
+    tokens, lengths = jax.vmap(one, in_axes=(_mlp_axes(params), 0, 0, 0))(params, ids, attn, rngs)
     return gen.GenerateOutput(tokens=tokens, lengths=lengths)
 
   return jax.jit(fn, static_argnames=("max_new_tokens", "cache_len", "greedy", "top_k"))
@@ -89,6 +103,7 @@ def _token_logprobs(cfg_key: str, rowwise: bool):
 
   def fn(params, ids):
     return jax.vmap(lambda p, i: one(p, i[None])[0], in_axes=(_mlp_axes(params), 0))(params, ids)
+
   return jax.jit(fn)
 
 
@@ -105,8 +120,9 @@ class PrunedRunner:
     if mode not in MODES:
       raise ValueError(f"mode={mode!r}; expected one of {MODES}")
     if mode != "full" and run.ifp.mask_kind == "none":
-      raise ValueError(f"{run.workdir} is a dense run (mask_kind='none'): only mode 'full' "
-                       f"applies, not {mode!r}")
+      raise ValueError(
+        f"{run.workdir} is a dense run (mask_kind='none'): only mode 'full' applies, not {mode!r}"
+      )
     self.run, self.mode = run, mode
     self.tokenizer = run.tokenizer
     self.max_prompt_len = instruct_masks.max_prompt_len(run.meta)
@@ -123,14 +139,14 @@ class PrunedRunner:
       raise ValueError("mode 'full' keeps every unit: there are no kept-unit indices")
     todo = list(dict.fromkeys(t for t in instructions if t not in self._kept_cache))
     if todo:
-      idx = instruct_masks.kept_units(self.run.ifp, self.run.params, self.tokenizer, todo,
-                                      self.max_prompt_len)
+      idx = instruct_masks.kept_units(
+        self.run.ifp, self.run.params, self.tokenizer, todo, self.max_prompt_len
+      )
       self.predictor_calls += len(todo)
       self._kept_cache.update(zip(todo, idx))
     return np.stack([self._kept_cache[t] for t in instructions])
 
-  def _instructions(self, prompts: Sequence[str], instructions: Sequence[str] | None
-                    ) -> list[str]:
+  def _instructions(self, prompts: Sequence[str], instructions: Sequence[str] | None) -> list[str]:
     if instructions is None:
       if self.mode == "per_task":
         raise ValueError("mode 'per_task' needs the task instruction(s) (instructions=...)")
@@ -153,59 +169,113 @@ class PrunedRunner:
   # --- generation ----------------------------------------------------------------------------
   def encode_prompt(self, prompt: str, chat: bool) -> list[int]:
     if chat:
-      prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                                  add_generation_prompt=True)
+      prompt = self.tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True
+      )
     ids = self.tokenizer.encode(prompt)
     if not ids:
       raise ValueError(f"prompt {prompt!r} encodes to no tokens")
     return ids
 
-  def generate_ids(self, prompts: Sequence[str], *, instructions=None, max_new_tokens=64,
-                   chat=True, temperature=0.0, top_k=0, seed=0) -> list[list[int]]:
+  def generate_ids(
+    self,
+    prompts: Sequence[str],
+    *,
+    instructions=None,
+    max_new_tokens=64,
+    chat=True,
+    temperature=0.0,
+    top_k=0,
+    seed=0,
+  ) -> list[list[int]]:
     """Generated token ids per prompt (the stop token kept)."""
     prompts = list(prompts)
     if not prompts:
       return []
     instr = None if self.mode == "full" else self._instructions(prompts, instructions)
     params, rowwise = self._params_for(instr)
-    ids, attn = gen.pad_prompts([self.encode_prompt(p, chat) for p in prompts],
-                                pad_id=self.tokenizer.pad_id, multiple=_PAD_MULTIPLE)
+    ids, attn = gen.pad_prompts(
+      [self.encode_prompt(p, chat) for p in prompts],
+      pad_id=self.tokenizer.pad_id,
+      multiple=_PAD_MULTIPLE,
+    )
     if ids.shape[1] + max_new_tokens > self.cfg_full.max_position_embeddings:
-      raise ValueError(f"prompt ({ids.shape[1]} tokens, padded) + max_new_tokens="
-                       f"{max_new_tokens} exceeds max_position_embeddings="
-                       f"{self.cfg_full.max_position_embeddings}")
+      raise ValueError(
+        f"prompt ({ids.shape[1]} tokens, padded) + max_new_tokens="
+        f"{max_new_tokens} exceeds max_position_embeddings="
+        f"{self.cfg_full.max_position_embeddings}"
+      )
     stops = list(self.tokenizer.stop_ids)
     rng = jax.random.key(seed)
     if not rowwise:
-      out = gen.generate(self.cfg_k, params, ids, attn, max_new_tokens=max_new_tokens,
-                         eos_ids=stops, pad_id=self.tokenizer.pad_id, temperature=temperature,
-                         top_k=top_k, rng=rng)
+      out = gen.generate(
+        self.cfg_k,
+        params,
+        ids,
+        attn,
+        max_new_tokens=max_new_tokens,
+        eos_ids=stops,
+        pad_id=self.tokenizer.pad_id,
+        temperature=temperature,
+        top_k=top_k,
+        rng=rng,
+      )
     else:
       if temperature < 0:
         raise ValueError(f"temperature={temperature} must be >= 0 (0 = greedy)")
-      eos = jnp.asarray(stops + [-1] * (gen.round_up(len(stops) + 1, 8) - len(stops)),
-                        jnp.int32)
+      eos = jnp.asarray(stops + [-1] * (gen.round_up(len(stops) + 1, 8) - len(stops)), jnp.int32)
       out = _rowwise_generate(_cfg_key(self.cfg_k))(
-          params, jnp.asarray(ids), jnp.asarray(attn), eos, jnp.int32(self.tokenizer.pad_id),
-          jax.random.split(rng, len(prompts)), jnp.float32(max(temperature, 1e-6)),
-          max_new_tokens=max_new_tokens,
-          cache_len=gen.round_up(ids.shape[1] + max_new_tokens, gen.CACHE_MULTIPLE),
-          greedy=temperature == 0, top_k=top_k)
+        params,
+        jnp.asarray(ids),
+        jnp.asarray(attn),
+        eos,
+        jnp.int32(self.tokenizer.pad_id),
+        jax.random.split(rng, len(prompts)),
+        jnp.float32(max(temperature, 1e-6)),
+        max_new_tokens=max_new_tokens,
+        cache_len=gen.round_up(ids.shape[1] + max_new_tokens, gen.CACHE_MULTIPLE),
+        greedy=temperature == 0,
+        top_k=top_k,
+      )
     return gen.trim(out.tokens, out.lengths)
 
-  def generate(self, prompts: Sequence[str], *, instructions=None, max_new_tokens: int = 64,
-               chat: bool = True, stop: Sequence[str] = (), temperature: float = 0.0,
-               top_k: int = 0, seed: int = 0) -> list[str]:
+  def generate(
+    self,
+    prompts: Sequence[str],
+    *,
+    instructions=None,
+    max_new_tokens: int = 64,
+    chat: bool = True,
+    stop: Sequence[str] = (),
+    temperature: float = 0.0,
+    top_k: int = 0,
+    seed: int = 0,
+  ) -> list[str]:
     """Continuations (special tokens removed, cut at the first stop string)."""
     stop_set = set(self.tokenizer.stop_ids)
-    rows = self.generate_ids(prompts, instructions=instructions, max_new_tokens=max_new_tokens,
-                             chat=chat, temperature=temperature, top_k=top_k, seed=seed)
-    return [cut_at_stop(self.tokenizer.decode([t for t in r if t not in stop_set]), stop)
-            for r in rows]
+    rows = self.generate_ids(
+      prompts,
+      instructions=instructions,
+      max_new_tokens=max_new_tokens,
+      chat=chat,
+      temperature=temperature,
+      top_k=top_k,
+      seed=seed,
+    )
+    return [
+      cut_at_stop(self.tokenizer.decode([t for t in r if t not in stop_set]), stop) for r in rows
+    ]
 
   # --- scoring -------------------------------------------------------------------------------
-  def loglikelihood(self, contexts: Sequence[str], continuations: Sequence[str], *,
-                    instructions=None, chat: bool = False, batch_size: int = 16) -> list[float]:
+  def loglikelihood(
+    self,
+    contexts: Sequence[str],
+    continuations: Sequence[str],
+    *,
+    instructions=None,
+    chat: bool = False,
+    batch_size: int = 16,
+  ) -> list[float]:
     """sum log p(continuation | context) per row, under each row's pruned model.
 
     With `chat`, the context is one user turn and the continuation the assistant's reply.
@@ -216,8 +286,9 @@ class PrunedRunner:
     out: list[float] = []
     for lo in range(0, len(contexts), batch_size):
       hi = min(lo + batch_size, len(contexts))
-      out += self._loglik_batch(contexts[lo:hi], continuations[lo:hi],
-                                None if instr is None else instr[lo:hi], chat)
+      out += self._loglik_batch(
+        contexts[lo:hi], continuations[lo:hi], None if instr is None else instr[lo:hi], chat
+      )
     return out
 
   def _loglik_batch(self, contexts, continuations, instr, chat) -> list[float]:
@@ -233,12 +304,14 @@ class PrunedRunner:
       starts.append(len(c))
     width = gen.round_up(max(map(len, rows)), _PAD_MULTIPLE)
     if width > self.cfg_full.max_position_embeddings:
-      raise ValueError(f"context + continuation of {max(map(len, rows))} tokens exceeds "
-                       f"max_position_embeddings={self.cfg_full.max_position_embeddings}")
+      raise ValueError(
+        f"context + continuation of {max(map(len, rows))} tokens exceeds "
+        f"max_position_embeddings={self.cfg_full.max_position_embeddings}"
+      )
     ids = np.full((len(rows), width), self.tokenizer.pad_id, np.int32)
     for i, r in enumerate(rows):  # right padding: later tokens never affect earlier logits
-      ids[i, :len(r)] = r
+      ids[i, : len(r)] = r
     params, rowwise = self._params_for(instr)
     logp = np.asarray(_token_logprobs(_cfg_key(self.cfg_k), rowwise)(params, jnp.asarray(ids)))
     # logp[:, t] scores token t + 1.
-    return [float(logp[i, s - 1:len(r) - 1].sum()) for i, (r, s) in enumerate(zip(rows, starts))]
+    return [float(logp[i, s - 1 : len(r) - 1].sum()) for i, (r, s) in enumerate(zip(rows, starts))]

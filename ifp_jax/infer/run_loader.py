@@ -3,6 +3,7 @@
 The checkpoint's JSON metadata holds the IFP config and tokenizer spec the run was trained with,
 so a WORKDIR is self-describing: no config file is needed to read it back.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,11 +12,11 @@ from typing import Any
 
 import jax
 
+from ifp_jax.data.tokenization import Tokenizer, load_tokenizer
+from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
+from ifp_jax.model.ifp_model import IFPConfig, init_params
 from ifp_jax.train import sharding
 from ifp_jax.train.checkpointing import Checkpointer, restore_params
-from ifp_jax.data.tokenization import Tokenizer, load_tokenizer
-from ifp_jax.model.ifp_model import IFPConfig, init_params
-from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
 
 
 @dataclasses.dataclass
@@ -34,8 +35,10 @@ def checkpoint_dir(workdir: str | pathlib.Path) -> pathlib.Path:
     raise FileNotFoundError(f"run directory {workdir} does not exist")
   ckpt = workdir / "checkpoints"
   if not ckpt.is_dir() or not any(p.name.isdigit() for p in ckpt.iterdir()):
-    raise FileNotFoundError(f"{workdir} holds no checkpoint (expected {ckpt}/<step>/, written "
-                            f"by `python -m launch.train --workdir={workdir}`)")
+    raise FileNotFoundError(
+      f"{workdir} holds no checkpoint (expected {ckpt}/<step>/, written "
+      f"by `python -m launch.train --workdir={workdir}`)"
+    )
   return ckpt
 
 
@@ -45,16 +48,25 @@ def ifp_config_from_meta(meta: dict, source: str = "checkpoint metadata") -> IFP
     d = meta["ifp"]
     llm = LlamaConfig(**d["llm"])
     predictor = LlamaConfig(**d["predictor"]) if d.get("predictor") else None
-    return IFPConfig(llm=llm, predictor=predictor, head=PredictorHeadConfig(**d["head"]),
-                     mask_kind=d["mask_kind"], k=d["k"], eps=d["eps"],
-                     hc_init_log_alpha=d["hc_init_log_alpha"])
+    return IFPConfig(
+      llm=llm,
+      predictor=predictor,
+      head=PredictorHeadConfig(**d["head"]),
+      mask_kind=d["mask_kind"],
+      k=d["k"],
+      eps=d["eps"],
+      hc_init_log_alpha=d["hc_init_log_alpha"],
+    )
   except (KeyError, TypeError) as e:
-    raise ValueError(f"{source}: incompatible IFP config ({type(e).__name__}: {e}); was it "
-                     f"written by this version of ifp_jax?") from e
+    raise ValueError(
+      f"{source}: incompatible IFP config ({type(e).__name__}: {e}); was it "
+      f"written by this version of ifp_jax?"
+    ) from e
 
 
-def load_run(workdir: str | pathlib.Path, step: int | None = None, mesh=None,
-             dtype: str | None = None) -> LoadedRun:
+def load_run(
+  workdir: str | pathlib.Path, step: int | None = None, mesh=None, dtype: str | None = None
+) -> LoadedRun:
   """Params (no optimizer state) of the latest (or `step`) checkpoint of a training run.
 
   `mesh` (default: a 1-device mesh) decides the params' shardings; `dtype` overrides the
@@ -72,14 +84,24 @@ def load_run(workdir: str | pathlib.Path, step: int | None = None, mesh=None,
   ifp = ifp_config_from_meta(meta, f"{ckpt}/{meta.get('step', step)}/meta")
   if dtype is not None:
     ifp = dataclasses.replace(
-        ifp, llm=ifp.llm.replace(dtype=dtype),
-        predictor=ifp.predictor and ifp.predictor.replace(dtype=dtype))
+      ifp,
+      llm=ifp.llm.replace(dtype=dtype),
+      predictor=ifp.predictor and ifp.predictor.replace(dtype=dtype),
+    )
   mesh = mesh or sharding.make_mesh((1, 1, 1), jax.devices()[:1])
   boxed = jax.eval_shape(lambda: init_params(ifp, jax.random.key(0)))
   shardings = sharding.logical_shardings(boxed, mesh)
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          sharding.strip_boxes(boxed), shardings)
+  abstract = jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+    sharding.strip_boxes(boxed),
+    shardings,
+  )
   params, meta = restore_params(ckpt, {"model": abstract}, step)
-  return LoadedRun(workdir=ckpt.parent, step=int(meta["step"]), ifp=ifp,
-                   params=params["model"], tokenizer=load_tokenizer(meta["tokenizer"]),
-                   meta=meta)
+  return LoadedRun(
+    workdir=ckpt.parent,
+    step=int(meta["step"]),
+    ifp=ifp,
+    params=params["model"],
+    tokenizer=load_tokenizer(meta["tokenizer"]),
+    meta=meta,
+  )

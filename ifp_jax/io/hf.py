@@ -3,6 +3,7 @@
 One table maps every HF tensor name to a path in our tree with a pair of reversible layout
 transforms; per-layer HF tensors are stacked on the scanned 'layers' axis.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,26 +20,34 @@ Params = dict[str, Any]
 
 def _rule(cfg: LlamaConfig):
   """(hf suffix, our path, hf->ours, ours->hf) for one layer or the globals."""
-  d, h, kv, hd = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads,
-                  cfg.resolved_head_dim)
+  d, h, kv, hd = (
+    cfg.hidden_size,
+    cfg.num_attention_heads,
+    cfg.num_key_value_heads,
+    cfg.resolved_head_dim,
+  )
   heads_in = lambda n: (lambda w: w.T.reshape(d, n, hd), lambda k: k.reshape(d, n * hd).T)  # noqa: E731
   transpose = (lambda w: w.T, lambda k: k.T)
   same = (lambda w: w, lambda k: k)
   per_layer = [
-      ("input_layernorm.weight", ("input_layernorm", "weight"), *same),
-      ("post_attention_layernorm.weight", ("post_attention_layernorm", "weight"), *same),
-      ("self_attn.q_proj.weight", ("self_attn", "q_proj", "kernel"), *heads_in(h)),
-      ("self_attn.k_proj.weight", ("self_attn", "k_proj", "kernel"), *heads_in(kv)),
-      ("self_attn.v_proj.weight", ("self_attn", "v_proj", "kernel"), *heads_in(kv)),
-      ("self_attn.o_proj.weight", ("self_attn", "o_proj", "kernel"),
-       lambda w: w.T.reshape(h, hd, d), lambda k: k.reshape(h * hd, d).T),
-      ("mlp.gate_proj.weight", ("mlp", "gate_proj", "kernel"), *transpose),
-      ("mlp.up_proj.weight", ("mlp", "up_proj", "kernel"), *transpose),
-      ("mlp.down_proj.weight", ("mlp", "down_proj", "kernel"), *transpose),
+    ("input_layernorm.weight", ("input_layernorm", "weight"), *same),
+    ("post_attention_layernorm.weight", ("post_attention_layernorm", "weight"), *same),
+    ("self_attn.q_proj.weight", ("self_attn", "q_proj", "kernel"), *heads_in(h)),
+    ("self_attn.k_proj.weight", ("self_attn", "k_proj", "kernel"), *heads_in(kv)),
+    ("self_attn.v_proj.weight", ("self_attn", "v_proj", "kernel"), *heads_in(kv)),
+    (
+      "self_attn.o_proj.weight",
+      ("self_attn", "o_proj", "kernel"),
+      lambda w: w.T.reshape(h, hd, d),
+      lambda k: k.reshape(h * hd, d).T,
+    ),
+    ("mlp.gate_proj.weight", ("mlp", "gate_proj", "kernel"), *transpose),
+    ("mlp.up_proj.weight", ("mlp", "up_proj", "kernel"), *transpose),
+    ("mlp.down_proj.weight", ("mlp", "down_proj", "kernel"), *transpose),
   ]
   globals_ = [
-      ("model.embed_tokens.weight", ("embed_tokens", "embedding"), *same),
-      ("model.norm.weight", ("norm", "weight"), *same),
+    ("model.embed_tokens.weight", ("embed_tokens", "embedding"), *same),
+    ("model.norm.weight", ("norm", "weight"), *same),
   ]
   if not cfg.tie_word_embeddings:
     globals_.append(("lm_head.weight", ("lm_head", "kernel"), *transpose))
@@ -61,9 +70,14 @@ def _get(tree: Mapping, path: tuple[str, ...]):
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
-def hf_to_params(cfg: LlamaConfig, state_dict: Mapping[str, np.ndarray],
-                 source: str = "checkpoint", dtype=np.float32) -> Params:
-  """HF-named tensors ([out, in] layout) -> our nested params {'embed_tokens': ..., 'layers': ...}."""
+def hf_to_params(
+  cfg: LlamaConfig,
+  state_dict: Mapping[str, np.ndarray],
+  source: str = "checkpoint",
+  dtype=np.float32,
+) -> Params:
+  """HF-named tensors ([out, in] layout) -> our nested params
+  {'embed_tokens': ..., 'layers': ...}."""
   per_layer, globals_ = _rule(cfg)
   params: Params = {}
   used = set()
@@ -83,21 +97,26 @@ def hf_to_params(cfg: LlamaConfig, state_dict: Mapping[str, np.ndarray],
       try:
         stacked.append(to_ours(w))
       except ValueError as e:
-        raise ValueError(f"{source}: weight model.layers.{i}.{suffix} has shape {w.shape}, "
-                         f"which does not fit the config ({e})") from None
+        raise ValueError(
+          f"{source}: weight model.layers.{i}.{suffix} has shape {w.shape}, "
+          f"which does not fit the config ({e})"
+        ) from None
     _set(params, ("layers",) + path, np.stack(stacked))
   if cfg.tie_word_embeddings and "lm_head.weight" in state_dict:
     used.add("lm_head.weight")  # some tied checkpoints still store the alias
   unknown = [n for n in state_dict if n not in used and not n.endswith(_IGNORED_SUFFIXES)]
   if unknown:
-    raise ValueError(f"{source}: unexpected weights not used by a Llama of this config: "
-                     f"{sorted(unknown)[:8]}{' ...' if len(unknown) > 8 else ''}")
+    raise ValueError(
+      f"{source}: unexpected weights not used by a Llama of this config: "
+      f"{sorted(unknown)[:8]}{' ...' if len(unknown) > 8 else ''}"
+    )
   _check_shapes(cfg, params, source)
   return params
 
 
-def params_to_hf(cfg: LlamaConfig, params: Params,
-                 dtype=np.float32) -> Iterator[tuple[str, np.ndarray]]:
+def params_to_hf(
+  cfg: LlamaConfig, params: Params, dtype=np.float32
+) -> Iterator[tuple[str, np.ndarray]]:
   """Yields (HF name, tensor) one at a time, so callers can stream large models to disk."""
   per_layer, globals_ = _rule(cfg)
   for name, path, _, to_hf in globals_:
@@ -112,16 +131,17 @@ def expected_shapes(cfg: LlamaConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
   d, f, v, n = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_hidden_layers
   h, kv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.resolved_head_dim
   shapes = {
-      ("embed_tokens", "embedding"): (v, d), ("norm", "weight"): (d,),
-      ("layers", "input_layernorm", "weight"): (n, d),
-      ("layers", "post_attention_layernorm", "weight"): (n, d),
-      ("layers", "self_attn", "q_proj", "kernel"): (n, d, h, hd),
-      ("layers", "self_attn", "k_proj", "kernel"): (n, d, kv, hd),
-      ("layers", "self_attn", "v_proj", "kernel"): (n, d, kv, hd),
-      ("layers", "self_attn", "o_proj", "kernel"): (n, h, hd, d),
-      ("layers", "mlp", "gate_proj", "kernel"): (n, d, f),
-      ("layers", "mlp", "up_proj", "kernel"): (n, d, f),
-      ("layers", "mlp", "down_proj", "kernel"): (n, f, d),
+    ("embed_tokens", "embedding"): (v, d),
+    ("norm", "weight"): (d,),
+    ("layers", "input_layernorm", "weight"): (n, d),
+    ("layers", "post_attention_layernorm", "weight"): (n, d),
+    ("layers", "self_attn", "q_proj", "kernel"): (n, d, h, hd),
+    ("layers", "self_attn", "k_proj", "kernel"): (n, d, kv, hd),
+    ("layers", "self_attn", "v_proj", "kernel"): (n, d, kv, hd),
+    ("layers", "self_attn", "o_proj", "kernel"): (n, h, hd, d),
+    ("layers", "mlp", "gate_proj", "kernel"): (n, d, f),
+    ("layers", "mlp", "up_proj", "kernel"): (n, d, f),
+    ("layers", "mlp", "down_proj", "kernel"): (n, f, d),
   }
   if not cfg.tie_word_embeddings:
     shapes[("lm_head", "kernel")] = (d, v)
@@ -136,6 +156,7 @@ def _check_shapes(cfg: LlamaConfig, params: Params, source: str) -> None:
 
 
 # --- HF directories ---------------------------------------------------------------------------
+
 
 def read_safetensors_dir(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """All tensors of `model.safetensors` or a sharded `model.safetensors.index.json`."""
@@ -160,8 +181,9 @@ def _load_safetensors_as_f32(file: pathlib.Path, load_file: Callable) -> dict[st
     return {k: v.astype(np.float32) for k, v in load_file(str(file)).items()}
   except (TypeError, ValueError):
     # numpy has no bfloat16: go through torch for bf16 files.
-    from safetensors.torch import load_file as load_torch
     import torch
+    from safetensors.torch import load_file as load_torch
+
     return {k: v.to(torch.float32).numpy() for k, v in load_torch(str(file)).items()}
 
 
@@ -171,14 +193,21 @@ def load_hf_dir(path: str | os.PathLike, **cfg_overrides) -> tuple[LlamaConfig, 
   cfg_file = path / "config.json"
   if not cfg_file.exists():
     raise FileNotFoundError(f"{cfg_file}: not found (expected an HF Llama directory)")
-  cfg = LlamaConfig.from_hf_dict(json.loads(cfg_file.read_text()), source=str(cfg_file),
-                                 **cfg_overrides)
+  cfg = LlamaConfig.from_hf_dict(
+    json.loads(cfg_file.read_text()), source=str(cfg_file), **cfg_overrides
+  )
   return cfg, hf_to_params(cfg, read_safetensors_dir(path), source=str(path))
 
 
-def save_hf_dir(cfg: LlamaConfig, params: Params, out_dir: str | os.PathLike, *,
-                dtype: str = "float32", max_shard_bytes: int = 2 * 1024**3,
-                generation_config: Mapping[str, Any] | None = None) -> pathlib.Path:
+def save_hf_dir(
+  cfg: LlamaConfig,
+  params: Params,
+  out_dir: str | os.PathLike,
+  *,
+  dtype: str = "float32",
+  max_shard_bytes: int = 2 * 1024**3,
+  generation_config: Mapping[str, Any] | None = None,
+) -> pathlib.Path:
   """Writes an HF directory that `AutoModelForCausalLM.from_pretrained` loads offline.
 
   Tensors stream one at a time into shards of at most `max_shard_bytes`; several shards get a
@@ -194,8 +223,11 @@ def save_hf_dir(cfg: LlamaConfig, params: Params, out_dir: str | os.PathLike, *,
       size = 0
     shards[-1][name] = w
     size += w.nbytes
-  names = (["model.safetensors"] if len(shards) == 1 else
-           [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
+  names = (
+    ["model.safetensors"]
+    if len(shards) == 1
+    else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+  )
   weight_map, total = {}, 0
   for fname, shard in zip(names, shards):
     _write_safetensors(out / fname, shard, dtype)
@@ -203,8 +235,9 @@ def save_hf_dir(cfg: LlamaConfig, params: Params, out_dir: str | os.PathLike, *,
       weight_map[k] = fname
       total += v.size * (2 if dtype == "bfloat16" else 4)
   if len(shards) > 1:
-    (out / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    (out / "model.safetensors.index.json").write_text(
+      json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+    )
   (out / "config.json").write_text(json.dumps(cfg.to_hf_dict(torch_dtype=dtype), indent=2))
   gen = {"do_sample": False}
   gen.update(generation_config or {})
@@ -215,12 +248,17 @@ def save_hf_dir(cfg: LlamaConfig, params: Params, out_dir: str | os.PathLike, *,
 def _write_safetensors(file: pathlib.Path, tensors: dict[str, np.ndarray], dtype: str) -> None:
   if dtype == "float32":
     from safetensors.numpy import save_file
+
     save_file(tensors, str(file), metadata={"format": "pt"})
   elif dtype == "bfloat16":
     import torch
     from safetensors.torch import save_file
-    save_file({k: torch.from_numpy(v).to(torch.bfloat16) for k, v in tensors.items()},
-              str(file), metadata={"format": "pt"})
+
+    save_file(
+      {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in tensors.items()},
+      str(file),
+      metadata={"format": "pt"},
+    )
   else:
     raise ValueError(f"export dtype {dtype!r}: expected 'float32' or 'bfloat16'")
   file.chmod(0o644)  # safetensors writes through a private temp file (mode 0600)

@@ -21,6 +21,7 @@ Use:
   small = prune_llama(full_llama, units)   # dense LlamaForCausalLM with intermediate_size = k
 or `python ifp_predictor.py EXPORT_DIR "instruction"` to print the units as JSON.
 """
+
 from __future__ import annotations
 
 import copy
@@ -40,14 +41,19 @@ def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
   return nn.functional.gelu(x, approximate="tanh")  # flax/jax nn.gelu default (approximate)
 
 
-ACTIVATIONS = {"gelu": _gelu_tanh, "relu": torch.relu, "silu": nn.functional.silu,
-               "tanh": torch.tanh, "identity": lambda x: x}
+ACTIVATIONS = {
+  "gelu": _gelu_tanh,
+  "relu": torch.relu,
+  "silu": nn.functional.silu,
+  "tanh": torch.tanh,
+  "identity": lambda x: x,
+}
 
 
 def hard_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
   """Boolean mask [..., n] of the k largest scores per row; ties at the k-th value go to the
   lower index (the rule of ifp_jax.model.masking.hard_topk, so both pick identical units)."""
-  kth = torch.topk(scores, k, dim=-1).values[..., k - 1:k]
+  kth = torch.topk(scores, k, dim=-1).values[..., k - 1 : k]
   above = scores > kth
   tied = scores == kth
   n_above = above.sum(-1, keepdim=True)
@@ -61,8 +67,9 @@ class IFPPredictor(nn.Module):
   def __init__(self, backbone: nn.Module, tokenizer, config: dict):
     super().__init__()
     if config.get("format") != FORMAT:
-      raise ValueError(f"predictor_config.json format {config.get('format')!r}; this file "
-                       f"reads {FORMAT!r}")
+      raise ValueError(
+        f"predictor_config.json format {config.get('format')!r}; this file reads {FORMAT!r}"
+      )
     if config["head_activation"] not in ACTIVATIONS:
       raise ValueError(f"unknown head_activation {config['head_activation']!r}")
     self.backbone, self.tokenizer, self.config = backbone, tokenizer, config
@@ -98,7 +105,7 @@ class IFPPredictor(nn.Module):
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     for i, r in enumerate(rows):
-      ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+      ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
     return ids, torch.tensor([len(r) for r in rows], dtype=torch.long)
 
   @torch.no_grad()
@@ -121,12 +128,13 @@ class IFPPredictor(nn.Module):
     """Kept-unit indices [(B,) L, k], ascending within each layer."""
     m = self.masks(instructions)
     order = torch.argsort((~m).to(torch.int8), dim=-1, stable=True)
-    return order[..., :self.config["k"]]
+    return order[..., : self.config["k"]]
 
 
 @torch.no_grad()
-def prune_llama(model: nn.Module, units: torch.Tensor, scale: torch.Tensor | None = None
-                ) -> nn.Module:
+def prune_llama(
+  model: nn.Module, units: torch.Tensor, scale: torch.Tensor | None = None
+) -> nn.Module:
   """A copy of a full HF LlamaForCausalLM keeping FFN units `units` [L, k] (optionally scaling
   the kept down_proj columns by `scale` [L, k]): a dense Llama with intermediate_size = k."""
   units = torch.as_tensor(units, dtype=torch.long)

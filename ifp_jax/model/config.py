@@ -4,6 +4,7 @@
 `from_hf_dict` rejects any field value we do not implement, so an imported checkpoint either
 computes exactly what transformers computes or fails loudly.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,12 +54,14 @@ class LlamaConfig:
   def __post_init__(self):
     if self.hidden_size % self.num_attention_heads and self.head_dim is None:
       raise ValueError(
-          f"hidden_size={self.hidden_size} is not divisible by num_attention_heads="
-          f"{self.num_attention_heads}; set head_dim explicitly")
+        f"hidden_size={self.hidden_size} is not divisible by num_attention_heads="
+        f"{self.num_attention_heads}; set head_dim explicitly"
+      )
     if self.num_attention_heads % self.num_key_value_heads:
       raise ValueError(
-          f"num_attention_heads={self.num_attention_heads} must be a multiple of "
-          f"num_key_value_heads={self.num_key_value_heads}")
+        f"num_attention_heads={self.num_attention_heads} must be a multiple of "
+        f"num_key_value_heads={self.num_key_value_heads}"
+      )
     if self.remat not in ("none", "full", "dots"):
       raise ValueError(f"remat={self.remat!r}; expected 'none', 'full' or 'dots'")
     to_dtype(self.dtype)
@@ -81,13 +84,28 @@ class LlamaConfig:
     return d
 
   # --- HF interop -----------------------------------------------------------------------------
-  _HF_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                "num_attention_heads", "num_key_value_heads", "head_dim", "rms_norm_eps",
-                "rope_theta", "rope_scaling", "max_position_embeddings", "tie_word_embeddings",
-                "initializer_range")
+  _HF_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_scaling",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+    "initializer_range",
+  )
   # Fields whose value must be exactly this for our computation to match transformers'.
-  _HF_REQUIRED = {"hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
-                  "pretraining_tp": 1}
+  _HF_REQUIRED = {
+    "hidden_act": "silu",
+    "attention_bias": False,
+    "mlp_bias": False,
+    "pretraining_tp": 1,
+  }
 
   @classmethod
   def from_hf_dict(cls, hf: Mapping[str, Any], source: str = "config.json", **overrides):
@@ -100,8 +118,17 @@ class LlamaConfig:
         raise ValueError(f"{source}: unsupported {key}={hf[key]!r} (ifp_jax implements {want!r})")
     if hf.get("attention_dropout", 0.0):
       raise ValueError(f"{source}: attention_dropout={hf['attention_dropout']} is not supported")
-    missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size",
-                           "num_hidden_layers", "num_attention_heads") if k not in hf]
+    missing = [
+      k
+      for k in (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+      )
+      if k not in hf
+    ]
     if missing:
       raise ValueError(f"{source}: missing required fields {missing}")
     kw = {k: hf[k] for k in cls._HF_FIELDS if k in hf and hf[k] is not None}
@@ -112,8 +139,10 @@ class LlamaConfig:
         kw["rope_theta"] = rope_params["rope_theta"]
       if rope_params.get("rope_type", "default") != "default":
         kw["rope_scaling"] = dict(rope_params)
-    if kw.get("rope_scaling") and kw["rope_scaling"].get("rope_type",
-                                                         kw["rope_scaling"].get("type")) == "default":
+    if (
+      kw.get("rope_scaling")
+      and kw["rope_scaling"].get("rope_type", kw["rope_scaling"].get("type")) == "default"
+    ):
       kw["rope_scaling"] = None
     kw.update(overrides)
     return cls(**kw)
@@ -124,8 +153,13 @@ class LlamaConfig:
     hf["head_dim"] = self.resolved_head_dim
     hf["rope_scaling"] = dict(self.rope_scaling) if self.rope_scaling else None
     hf.update(self._HF_REQUIRED)
-    hf.update(model_type="llama", architectures=["LlamaForCausalLM"], attention_dropout=0.0,
-              use_cache=True, torch_dtype=torch_dtype)
+    hf.update(
+      model_type="llama",
+      architectures=["LlamaForCausalLM"],
+      attention_dropout=0.0,
+      use_cache=True,
+      torch_dtype=torch_dtype,
+    )
     return hf
 
 

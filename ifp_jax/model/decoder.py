@@ -5,9 +5,11 @@ Parameters (logical axes in brackets; scanned leaves get a leading 'layers' axis
   layers/{input_layernorm,post_attention_layernorm}/weight [layers, norm]
   layers/self_attn/{q,k,v}_proj/kernel [layers, embed, heads|kv_heads, head_dim]
   layers/self_attn/o_proj/kernel [layers, heads, head_dim, embed]
-  layers/mlp/{gate,up}_proj/kernel [layers, embed, mlp]; layers/mlp/down_proj/kernel [layers, mlp, embed]
+  layers/mlp/{gate,up}_proj/kernel [layers, embed, mlp];
+  layers/mlp/down_proj/kernel [layers, mlp, embed]
   norm/weight [norm]; lm_head/kernel [embed, vocab] (untied only)
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -17,14 +19,14 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from ifp_jax.model.layers import DecoderLayer, RMSNorm, constrain, rope_cos_sin
 from ifp_jax.model.config import LlamaConfig, to_dtype
+from ifp_jax.model.layers import DecoderLayer, RMSNorm, constrain, rope_cos_sin
 
 Array = jax.Array
 
 _REMAT_POLICIES = {
-    "full": None,
-    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+  "full": None,
+  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 
 
@@ -41,10 +43,13 @@ class KVCache:
   @classmethod
   def init(cls, cfg: LlamaConfig, batch: int, max_len: int, dtype=None) -> "KVCache":
     dtype = dtype or to_dtype(cfg.dtype)
-    shape = (cfg.num_hidden_layers, batch, max_len, cfg.num_key_value_heads,
-             cfg.resolved_head_dim)
-    return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype),
-               jnp.zeros((batch, max_len), bool), jnp.zeros((), jnp.int32))
+    shape = (cfg.num_hidden_layers, batch, max_len, cfg.num_key_value_heads, cfg.resolved_head_dim)
+    return cls(
+      jnp.zeros(shape, dtype),
+      jnp.zeros(shape, dtype),
+      jnp.zeros((batch, max_len), bool),
+      jnp.zeros((), jnp.int32),
+    )
 
 
 @flax.struct.dataclass
@@ -59,8 +64,9 @@ def check_ffn_masks(cfg: LlamaConfig, masks: Array, batch: int, mask_index) -> N
   want = (cfg.num_hidden_layers, cfg.intermediate_size)
   if masks.ndim not in (3, 4) or masks.shape[0] != batch or tuple(masks.shape[-2:]) != want:
     raise ValueError(
-        f"FFN masks must have shape [batch={batch}, layers={want[0]}, d_ff={want[1]}] or "
-        f"[batch, chunks, layers, d_ff]; got {tuple(masks.shape)}")
+      f"FFN masks must have shape [batch={batch}, layers={want[0]}, d_ff={want[1]}] or "
+      f"[batch, chunks, layers, d_ff]; got {tuple(masks.shape)}"
+    )
   if masks.ndim == 4 and masks.shape[1] > 1 and mask_index is None:
     raise ValueError(f"masks with {masks.shape[1]} chunks need mask_index [B, T]")
 
@@ -71,22 +77,34 @@ class Decoder(nn.Module):
   cfg: LlamaConfig
 
   @nn.compact
-  def __call__(self, input_ids: Array, *, ffn_masks: Array | None = None,
-               mask_index: Array | None = None, positions: Array | None = None,
-               attention_mask: Array | None = None, cache: KVCache | None = None,
-               compute_logits: bool = True) -> DecoderOutput:
+  def __call__(
+    self,
+    input_ids: Array,
+    *,
+    ffn_masks: Array | None = None,
+    mask_index: Array | None = None,
+    positions: Array | None = None,
+    attention_mask: Array | None = None,
+    cache: KVCache | None = None,
+    compute_logits: bool = True,
+  ) -> DecoderOutput:
     cfg = self.cfg
     dtype, pdtype = to_dtype(cfg.dtype), to_dtype(cfg.param_dtype)
     b, t = input_ids.shape
-    embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=dtype, param_dtype=pdtype,
-                     embedding_init=nn.with_logical_partitioning(
-                         nn.initializers.normal(cfg.initializer_range), ("vocab", "embed")),
-                     name="embed_tokens")
+    embed = nn.Embed(
+      cfg.vocab_size,
+      cfg.hidden_size,
+      dtype=dtype,
+      param_dtype=pdtype,
+      embedding_init=nn.with_logical_partitioning(
+        nn.initializers.normal(cfg.initializer_range), ("vocab", "embed")
+      ),
+      name="embed_tokens",
+    )
     x = constrain(embed(input_ids.astype(jnp.int32)), ("act_batch", "act_len", "act_embed"))
 
     # Key-slot visibility: causal by slot, minus padding.
-    token_valid = (jnp.ones((b, t), bool) if attention_mask is None
-                   else attention_mask.astype(bool))
+    token_valid = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
     start = jnp.zeros((), jnp.int32) if cache is None else cache.index
     if positions is None:
       positions = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
@@ -112,13 +130,18 @@ class Decoder(nn.Module):
     block = DecoderLayer
     if cfg.remat != "none":
       block = nn.remat(DecoderLayer, prevent_cse=False, policy=_REMAT_POLICIES[cfg.remat])
-    stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                    in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast,
-                             nn.broadcast),
-                    length=cfg.num_hidden_layers, unroll=cfg.scan_unroll,
-                    metadata_params={nn.PARTITION_NAME: "layers"})
+    stack = nn.scan(
+      block,
+      variable_axes={"params": 0},
+      split_rngs={"params": True},
+      in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+      length=cfg.num_hidden_layers,
+      unroll=cfg.scan_unroll,
+      metadata_params={nn.PARTITION_NAME: "layers"},
+    )
     x, new_layer_cache = stack(cfg, name="layers")(
-        x, (layer_masks, layer_cache), cos, sin, allowed, start, mask_index)
+      x, (layer_masks, layer_cache), cos, sin, allowed, start, mask_index
+    )
 
     x = RMSNorm(cfg.rms_norm_eps, dtype, pdtype, name="norm")(x)
     new_cache = None
@@ -130,9 +153,15 @@ class Decoder(nn.Module):
       if cfg.tie_word_embeddings:
         logits = embed.attend(x)
       else:
-        logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=dtype, param_dtype=pdtype,
-                          kernel_init=nn.with_logical_partitioning(
-                              nn.initializers.normal(cfg.initializer_range), ("embed", "vocab")),
-                          name="lm_head")(x)
+        logits = nn.Dense(
+          cfg.vocab_size,
+          use_bias=False,
+          dtype=dtype,
+          param_dtype=pdtype,
+          kernel_init=nn.with_logical_partitioning(
+            nn.initializers.normal(cfg.initializer_range), ("embed", "vocab")
+          ),
+          name="lm_head",
+        )(x)
       logits = constrain(logits.astype(jnp.float32), ("act_batch", "act_len", "act_vocab"))
     return DecoderOutput(logits=logits, hidden=x, cache=new_cache)

@@ -3,6 +3,7 @@
 Keeping units `idx` of layer l == columns idx of W_gate/W_up and rows idx of W_down, so the
 gathered decoder with `intermediate_size = k` computes exactly the hard-masked decoder.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,14 +23,17 @@ def kept_indices(mask: Array, k: int) -> Array:
   mask = jnp.asarray(mask)
   counts = np.asarray(jnp.sum(mask != 0, axis=-1))
   if not (counts == k).all():
-    raise ValueError(f"gather needs exactly k={k} kept units per layer; got counts "
-                     f"{sorted(set(counts.ravel().tolist()))[:8]}")
+    raise ValueError(
+      f"gather needs exactly k={k} kept units per layer; got counts "
+      f"{sorted(set(counts.ravel().tolist()))[:8]}"
+    )
   order = jnp.argsort(jnp.where(mask != 0, 0, 1), axis=-1, stable=True)
   return order[..., :k].astype(jnp.int32)
 
 
-def gather_ffn(llm_params: dict[str, Any], indices: Array,
-               scale: Array | None = None) -> dict[str, Any]:
+def gather_ffn(
+  llm_params: dict[str, Any], indices: Array, scale: Array | None = None
+) -> dict[str, Any]:
   """Dense width-k params from full params and indices [L, k].
 
   `scale` [L, k] (optional, e.g. soft mask values) is folded into W_down rows, so the gathered
@@ -47,9 +51,11 @@ def gather_ffn(llm_params: dict[str, Any], indices: Array,
   down = jnp.take_along_axis(mlp["down_proj"]["kernel"], indices[:, :, None], axis=1)
   if scale is not None:
     down = down * jnp.asarray(scale, down.dtype)[:, :, None]
-  new_mlp = {"gate_proj": {"kernel": cols(mlp["gate_proj"]["kernel"])},
-             "up_proj": {"kernel": cols(mlp["up_proj"]["kernel"])},
-             "down_proj": {"kernel": down}}
+  new_mlp = {
+    "gate_proj": {"kernel": cols(mlp["gate_proj"]["kernel"])},
+    "up_proj": {"kernel": cols(mlp["up_proj"]["kernel"])},
+    "down_proj": {"kernel": down},
+  }
   layers = dict(llm_params["layers"], mlp=new_mlp)
   return dict(llm_params, layers=layers)
 

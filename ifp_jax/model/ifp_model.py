@@ -8,6 +8,7 @@ Mask kinds (`IFPConfig.mask_kind`):
   static         one learned log-alpha [L, d_ff] for all inputs (the static pruning baseline).
   none           dense model, no predictor.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,9 +20,9 @@ import jax
 import jax.numpy as jnp
 
 from ifp_jax.model import masking
+from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
 from ifp_jax.model.decoder import Decoder, KVCache
 from ifp_jax.model.layers import constrain
-from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
 from ifp_jax.model.predictor import SparsityPredictor
 
 Array = jax.Array
@@ -48,8 +49,10 @@ class IFPConfig:
     if self.mask_kind in ("soft_topk", "hard_concrete") and self.predictor is None:
       raise ValueError(f"mask_kind={self.mask_kind!r} needs a predictor backbone config")
     if self.predictor is not None and self.predictor.vocab_size != self.llm.vocab_size:
-      raise ValueError(f"predictor vocab_size={self.predictor.vocab_size} != LLM vocab_size="
-                       f"{self.llm.vocab_size}: they must share a tokenizer")
+      raise ValueError(
+        f"predictor vocab_size={self.predictor.vocab_size} != LLM vocab_size="
+        f"{self.llm.vocab_size}: they must share a tokenizer"
+      )
     if self.eps <= 0:
       raise ValueError(f"eps={self.eps} must be > 0")
 
@@ -83,13 +86,15 @@ class IFPModel(nn.Module):
     cfg = self.cfg
     self.llm = Decoder(cfg.llm)
     if cfg.uses_predictor:
-      self.predictor = SparsityPredictor(cfg.predictor, cfg.head, cfg.llm.num_hidden_layers,
-                                         cfg.llm.intermediate_size)
+      self.predictor = SparsityPredictor(
+        cfg.predictor, cfg.head, cfg.llm.num_hidden_layers, cfg.llm.intermediate_size
+      )
     if cfg.mask_kind == "static":
       shape = (cfg.llm.num_hidden_layers, cfg.llm.intermediate_size)
       init = lambda rng, s: jnp.full(s, cfg.hc_init_log_alpha) + 0.01 * jax.random.normal(rng, s)  # noqa: E731
       self.static_log_alpha = self.param(
-          "static_log_alpha", nn.with_logical_partitioning(init, ("layers", "mlp")), shape)
+        "static_log_alpha", nn.with_logical_partitioning(init, ("layers", "mlp")), shape
+      )
 
   def scores(self, predictor_ids: Array, predictor_lengths: Array) -> Array:
     """[B, C, P] prompt chunks -> scores [B, C, L, F] (predictor kinds only)."""
@@ -97,16 +102,23 @@ class IFPModel(nn.Module):
     s = self.predictor(predictor_ids.reshape(b * c, p), predictor_lengths.reshape(b * c))
     return s.reshape(b, c, *s.shape[1:])
 
-  def masks(self, predictor_ids: Array | None = None, predictor_lengths: Array | None = None, *,
-            batch: int | None = None, deterministic: bool = True) -> MaskOutput:
+  def masks(
+    self,
+    predictor_ids: Array | None = None,
+    predictor_lengths: Array | None = None,
+    *,
+    batch: int | None = None,
+    deterministic: bool = True,
+  ) -> MaskOutput:
     """Per-layer FFN masks. Training HardConcrete draws noise from the 'mask' rng stream."""
     cfg = self.cfg
     k = cfg.k
     if cfg.mask_kind == "none":
       return MaskOutput(None, None, None)
     if cfg.mask_kind == "static":
-      log_alpha = jnp.broadcast_to(self.static_log_alpha, (batch or 1, 1) +
-                                   self.static_log_alpha.shape)
+      log_alpha = jnp.broadcast_to(
+        self.static_log_alpha, (batch or 1, 1) + self.static_log_alpha.shape
+      )
     else:
       if predictor_ids is None or predictor_lengths is None:
         raise ValueError(f"mask_kind={cfg.mask_kind!r} needs predictor_ids and predictor_lengths")
@@ -115,28 +127,42 @@ class IFPModel(nn.Module):
       log_alpha = self.scores(predictor_ids, predictor_lengths)
     expected = None
     if cfg.mask_kind == "soft_topk":
-      masks = (masking.hard_topk(log_alpha, k) if deterministic
-               else masking.soft_topk_mask(log_alpha, k, cfg.eps))
+      masks = (
+        masking.hard_topk(log_alpha, k)
+        if deterministic
+        else masking.soft_topk_mask(log_alpha, k, cfg.eps)
+      )
     else:
       if cfg.mask_kind == "hard_concrete":
         log_alpha = log_alpha + cfg.hc_init_log_alpha
       expected = jnp.mean(masking.expected_sparsity(log_alpha))
-      masks = (masking.hard_concrete_eval_mask(log_alpha, k) if deterministic
-               else masking.hard_concrete_sample(self.make_rng("mask"), log_alpha))
+      masks = (
+        masking.hard_concrete_eval_mask(log_alpha, k)
+        if deterministic
+        else masking.hard_concrete_sample(self.make_rng("mask"), log_alpha)
+      )
     masks = constrain(masks, ("act_batch", None, None, "act_mlp"))
     return MaskOutput(masks, log_alpha, expected)
 
-  def __call__(self, input_ids: Array, predictor_ids: Array | None = None,
-               predictor_lengths: Array | None = None, mask_index: Array | None = None, *,
-               deterministic: bool = True, ffn_masks: Array | None = None, **decoder_kw
-               ) -> IFPOutput:
+  def __call__(
+    self,
+    input_ids: Array,
+    predictor_ids: Array | None = None,
+    predictor_lengths: Array | None = None,
+    mask_index: Array | None = None,
+    *,
+    deterministic: bool = True,
+    ffn_masks: Array | None = None,
+    **decoder_kw,
+  ) -> IFPOutput:
     """input_ids [B, T]; predictor_ids [B, C, P] or [B, P]; mask_index [B, T] in [0, C).
 
     `ffn_masks` [B, (C,) L, F] overrides the predicted masks (e.g. cached per-task masks).
     """
     if ffn_masks is None:
-      mask_out = self.masks(predictor_ids, predictor_lengths, batch=input_ids.shape[0],
-                            deterministic=deterministic)
+      mask_out = self.masks(
+        predictor_ids, predictor_lengths, batch=input_ids.shape[0], deterministic=deterministic
+      )
     else:
       mask_out = MaskOutput(ffn_masks, None, None)
     out = self.llm(input_ids, ffn_masks=mask_out.masks, mask_index=mask_index, **decoder_kw)
@@ -148,5 +174,6 @@ def init_params(cfg: IFPConfig, rng: Array, seq_len: int = 8, prompt_len: int = 
   ids = jnp.zeros((1, seq_len), jnp.int32)
   pids = jnp.zeros((1, 1, prompt_len), jnp.int32)
   plen = jnp.ones((1, 1), jnp.int32)
-  return IFPModel(cfg).init({"params": rng, "mask": rng}, ids, pids, plen,
-                            deterministic=True)["params"]
+  return IFPModel(cfg).init({"params": rng, "mask": rng}, ids, pids, plen, deterministic=True)[
+    "params"
+  ]

@@ -1,9 +1,11 @@
 """Llama building blocks: RMSNorm, rotary embeddings, GQA attention with a KV cache, masked SwiGLU.
 
 Parameter names follow HF (`q_proj`, `gate_proj`, `input_layernorm`, ...) so weight I/O is a
-rename + transpose. Every parameter carries logical axis names; `ifp_jax.train.sharding` maps them to
+rename + transpose. Every parameter carries logical axis names; `ifp_jax.train.sharding` maps
+them to
 mesh axes. `MaskedSwiGLU` is the one place where FFN masks touch the model.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,11 +35,15 @@ class RMSNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    weight = self.param("weight", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
-                        (x.shape[-1],), self.param_dtype)
+    weight = self.param(
+      "weight",
+      nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+      (x.shape[-1],),
+      self.param_dtype,
+    )
     x32 = x.astype(jnp.float32)
     x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-    return (weight.astype(self.dtype) * x32.astype(self.dtype))
+    return weight.astype(self.dtype) * x32.astype(self.dtype)
 
 
 def rope_inv_freq(cfg: LlamaConfig) -> Array:
@@ -88,9 +94,8 @@ class Proj(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    shape = x.shape[x.ndim - self.in_dims:] + tuple(self.features)
-    kernel = self.param("kernel", _init(self.cfg, self.axes), shape,
-                        to_dtype(self.cfg.param_dtype))
+    shape = x.shape[x.ndim - self.in_dims :] + tuple(self.features)
+    kernel = self.param("kernel", _init(self.cfg, self.axes), shape, to_dtype(self.cfg.param_dtype))
     dtype = to_dtype(self.cfg.dtype)
     return jnp.tensordot(x.astype(dtype), kernel.astype(dtype), axes=self.in_dims)
 
@@ -135,8 +140,9 @@ class Attention(nn.Module):
     probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(dtype)).reshape(b, t, h, hd)
     out = constrain(out, ("act_batch", "act_len", "act_heads", None))
-    out = Proj((cfg.hidden_size,), ("heads", "head_dim", "embed"), cfg, in_dims=2,
-               name="o_proj")(out)
+    out = Proj((cfg.hidden_size,), ("heads", "head_dim", "embed"), cfg, in_dims=2, name="o_proj")(
+      out
+    )
     return out, new_cache
 
 
@@ -157,12 +163,15 @@ class MaskedSwiGLU(nn.Module):
     f = cfg.intermediate_size
 
     def dense(name, n, axes):
-      return nn.Dense(n, use_bias=False, dtype=dtype, param_dtype=pdtype,
-                      kernel_init=_init(cfg, axes), name=name)
+      return nn.Dense(
+        n, use_bias=False, dtype=dtype, param_dtype=pdtype, kernel_init=_init(cfg, axes), name=name
+      )
 
     if mask is not None and mask.shape[-1] != f:
-      raise ValueError(f"FFN mask has {mask.shape[-1]} units (shape {mask.shape}); "
-                       f"the layer has intermediate_size={f}")
+      raise ValueError(
+        f"FFN mask has {mask.shape[-1]} units (shape {mask.shape}); "
+        f"the layer has intermediate_size={f}"
+      )
     # 2-D [B*T, D] matmuls and the mask on `up` (same math): on XLA:CPU the 3-D form's backward
     # wrote the SwiGLU gradient transposed in slow loop fusions, and a mask on silu*up doubled
     # their cost (benchmarks/train_throughput.py --flat_mlp: 1.3x faster step at SmolLM2 shape).
@@ -192,7 +201,8 @@ class DecoderLayer(nn.Module):
       mask = jnp.take_along_axis(mask, mask_index[:, :, None].astype(jnp.int32), axis=1)
     norm = lambda name: RMSNorm(cfg.rms_norm_eps, dtype, pdtype, name=name)  # noqa: E731
     attn_out, new_cache = Attention(cfg, name="self_attn")(
-        norm("input_layernorm")(x), cos, sin, allowed, cache, cache_index)
+      norm("input_layernorm")(x), cos, sin, allowed, cache, cache_index
+    )
     x = x + attn_out
     x = x + MaskedSwiGLU(cfg, name="mlp")(norm("post_attention_layernorm")(x), mask)
     x = constrain(x, ("act_batch", "act_len", "act_embed"))

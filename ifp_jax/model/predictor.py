@@ -3,6 +3,7 @@
 prompt ids [N, P] (right-padded) -> backbone hidden at the last non-pad token [N, d_pred]
 -> Dense(hidden) -> activation -> Dense(L * d_ff) -> scores [N, L, d_ff] (f32).
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -12,14 +13,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
 from ifp_jax.model.decoder import Decoder
 from ifp_jax.model.layers import constrain
-from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
 
 Array = jax.Array
 
-ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu, "silu": nn.silu, "tanh": jnp.tanh,
-               "identity": lambda x: x}
+ACTIVATIONS = {
+  "gelu": nn.gelu,
+  "relu": nn.relu,
+  "silu": nn.silu,
+  "tanh": jnp.tanh,
+  "identity": lambda x: x,
+}
 
 
 class SparsityPredictor(nn.Module):
@@ -32,20 +38,29 @@ class SparsityPredictor(nn.Module):
   def __call__(self, ids: Array, lengths: Array) -> Array:
     """ids [N, P] int, lengths [N] (>= 1) -> scores [N, num_layers, d_ff] f32."""
     if self.head.activation not in ACTIVATIONS:
-      raise ValueError(f"predictor head activation {self.head.activation!r}; "
-                       f"expected one of {sorted(ACTIVATIONS)}")
+      raise ValueError(
+        f"predictor head activation {self.head.activation!r}; expected one of {sorted(ACTIVATIONS)}"
+      )
     hidden = Decoder(self.backbone, name="backbone")(ids, compute_logits=False).hidden
     last = jnp.clip(lengths.astype(jnp.int32) - 1, 0, ids.shape[1] - 1)
     feat = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0].astype(jnp.float32)
-    h = nn.Dense(self.head.hidden, name="head_in",
-                 kernel_init=nn.with_logical_partitioning(
-                     nn.initializers.lecun_normal(), ("embed", "pred_hidden")),
-                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("pred_hidden",)))(feat)
+    h = nn.Dense(
+      self.head.hidden,
+      name="head_in",
+      kernel_init=nn.with_logical_partitioning(
+        nn.initializers.lecun_normal(), ("embed", "pred_hidden")
+      ),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("pred_hidden",)),
+    )(feat)
     h = ACTIVATIONS[self.head.activation](h)
-    scores = nn.Dense(self.num_layers * self.d_ff, name="head_out",
-                      kernel_init=nn.with_logical_partitioning(
-                          nn.initializers.normal(self.head.out_init_std), ("pred_hidden", "mlp")),
-                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))(h)
+    scores = nn.Dense(
+      self.num_layers * self.d_ff,
+      name="head_out",
+      kernel_init=nn.with_logical_partitioning(
+        nn.initializers.normal(self.head.out_init_std), ("pred_hidden", "mlp")
+      ),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+    )(h)
     scores = scores.reshape(ids.shape[0], self.num_layers, self.d_ff)
     return constrain(scores, ("act_batch", None, "act_mlp"))
 
@@ -57,10 +72,12 @@ def backbone_from_llm(llm_params: Mapping[str, Any], num_layers: int) -> dict[st
   """
   n_llm = np.shape(llm_params["layers"]["input_layernorm"]["weight"])[0]
   if not 1 <= num_layers <= n_llm:
-    raise ValueError(f"predictor num_layers={num_layers}: must be in [1, {n_llm}] "
-                     "(the LLM checkpoint's layer count)")
+    raise ValueError(
+      f"predictor num_layers={num_layers}: must be in [1, {n_llm}] "
+      "(the LLM checkpoint's layer count)"
+    )
   return {
-      "embed_tokens": llm_params["embed_tokens"],
-      "norm": llm_params["norm"],
-      "layers": jax.tree.map(lambda x: x[:num_layers], llm_params["layers"]),
+    "embed_tokens": llm_params["embed_tokens"],
+    "norm": llm_params["norm"],
+    "layers": jax.tree.map(lambda x: x[:num_layers], llm_params["layers"]),
   }

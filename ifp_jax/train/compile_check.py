@@ -16,6 +16,7 @@ reported: XLA's `cost_analysis()` counts a while-loop body once, missing the lay
 The layer scan stays rolled here (scan_unroll = 1, what accelerators run): nothing executes,
 so the XLA:CPU in-loop collective deadlock that `sharding.cpu_safe_unroll` avoids cannot occur.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -97,12 +98,19 @@ def abstract_batch(config, stage: str, mesh) -> dict[str, jax.ShapeDtypeStruct]:
     c, p = 1, int(config.data.max_prompt_len)
   else:
     raise ValueError(f"stage must be 'cpt' or 'sft', got {stage!r}")
-  shapes = {"input_ids": ((b, t), jnp.int32), "targets": ((b, t), jnp.int32),
-            "loss_weights": ((b, t), jnp.float32), "predictor_ids": ((b, c, p), jnp.int32),
-            "predictor_lengths": ((b, c), jnp.int32), "mask_index": ((b, t), jnp.int32)}
+  shapes = {
+    "input_ids": ((b, t), jnp.int32),
+    "targets": ((b, t), jnp.int32),
+    "loss_weights": ((b, t), jnp.float32),
+    "predictor_ids": ((b, c, p), jnp.int32),
+    "predictor_lengths": ((b, c), jnp.int32),
+    "mask_index": ((b, t), jnp.int32),
+  }
   assert set(shapes) == set(BATCH_NDIMS)
-  return {k: jax.ShapeDtypeStruct(s, d, sharding=sharding.batch_sharding(mesh, len(s)))
-          for k, (s, d) in shapes.items()}
+  return {
+    k: jax.ShapeDtypeStruct(s, d, sharding=sharding.batch_sharding(mesh, len(s)))
+    for k, (s, d) in shapes.items()
+  }
 
 
 def compile_train_step(config, *, stage: str = "cpt", process_count: int = 1) -> Report:
@@ -117,13 +125,16 @@ def compile_train_step(config, *, stage: str = "cpt", process_count: int = 1) ->
     validate.validate(config, trainer.ifp, mesh_shape, process_count=process_count)
     ifp = trainer.ifp
     rolled = dataclasses.replace(
-        ifp, llm=ifp.llm.replace(scan_unroll=1),
-        predictor=ifp.predictor and ifp.predictor.replace(scan_unroll=1))
+      ifp,
+      llm=ifp.llm.replace(scan_unroll=1),
+      predictor=ifp.predictor and ifp.predictor.replace(scan_unroll=1),
+    )
     step_cfg = dataclasses.replace(trainer.step_cfg, ifp=rolled)
     with trainer._scope():
       abstract, shardings = abstract_state(rolled, trainer.tx, trainer.mesh)
-      train, _ = compile_steps(step_cfg, trainer.tx, trainer.lr_fns, shardings, trainer.mesh,
-                               BATCH_NDIMS)
+      train, _ = compile_steps(
+        step_cfg, trainer.tx, trainer.lr_fns, shardings, trainer.mesh, BATCH_NDIMS
+      )
       batch = abstract_batch(config, stage, trainer.mesh)
       t0 = time.perf_counter()
       compiled = train.lower(abstract, batch).compile()
@@ -132,37 +143,51 @@ def compile_train_step(config, *, stage: str = "cpt", process_count: int = 1) ->
   mem = compiled.memory_analysis()
   model = abstract.params["model"]
   return Report(
-      devices=jax.device_count(), mesh=dict(zip(sharding.MESH_AXES, mesh_shape, strict=True)),
-      stage=stage, batch_size=int(config.train.batch_size), seq_len=int(config.train.seq_len),
-      dtype=str(config.model.dtype), remat=str(config.model.remat),
-      params_total=count(abstract.params), llm_params=count(model["llm"]),
-      predictor_params=count(model.get("predictor", {})),
-      param_bytes=shard_bytes(abstract.params), opt_bytes=shard_bytes(abstract.opt_state),
-      replicated_param_bytes=replicated_bytes(abstract.params),
-      argument_bytes=int(mem.argument_size_in_bytes), output_bytes=int(mem.output_size_in_bytes),
-      alias_bytes=int(mem.alias_size_in_bytes), temp_bytes=int(mem.temp_size_in_bytes),
-      compile_seconds=seconds)
+    devices=jax.device_count(),
+    mesh=dict(zip(sharding.MESH_AXES, mesh_shape, strict=True)),
+    stage=stage,
+    batch_size=int(config.train.batch_size),
+    seq_len=int(config.train.seq_len),
+    dtype=str(config.model.dtype),
+    remat=str(config.model.remat),
+    params_total=count(abstract.params),
+    llm_params=count(model["llm"]),
+    predictor_params=count(model.get("predictor", {})),
+    param_bytes=shard_bytes(abstract.params),
+    opt_bytes=shard_bytes(abstract.opt_state),
+    replicated_param_bytes=replicated_bytes(abstract.params),
+    argument_bytes=int(mem.argument_size_in_bytes),
+    output_bytes=int(mem.output_size_in_bytes),
+    alias_bytes=int(mem.alias_size_in_bytes),
+    temp_bytes=int(mem.temp_size_in_bytes),
+    compile_seconds=seconds,
+  )
 
 
 def markdown_table(rows: list[tuple[str, Report, float | None]]) -> str:
   """rows: (target name, report, HBM GiB per device or None) -> a markdown table in GiB."""
   g = lambda b: f"{b / GIB:.2f}"  # noqa: E731
-  lines = ["| target | devices | mesh (data, fsdp, tensor) | batch x seq | params (unsplit) | "
-           "optimizer | args | temp | peak | HBM | compile |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+  lines = [
+    "| target | devices | mesh (data, fsdp, tensor) | batch x seq | params (unsplit) | "
+    "optimizer | args | temp | peak | HBM | compile |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
   for name, r, hbm in rows:
     mesh = f"({r.mesh['data']}, {r.mesh['fsdp']}, {r.mesh['tensor']})"
     fits = "" if hbm is None else f"{hbm:g}" + (" ok" if r.peak_bytes <= hbm * GIB else " OVER")
-    lines.append(f"| {name} | {r.devices} | {mesh} | {r.batch_size} x {r.seq_len} | "
-                 f"{g(r.param_bytes)} ({g(r.replicated_param_bytes)}) | {g(r.opt_bytes)} | "
-                 f"{g(r.argument_bytes)} | {g(r.temp_bytes)} | {g(r.peak_bytes)} | {fits} | "
-                 f"{r.compile_seconds:.0f} s |")
+    lines.append(
+      f"| {name} | {r.devices} | {mesh} | {r.batch_size} x {r.seq_len} | "
+      f"{g(r.param_bytes)} ({g(r.replicated_param_bytes)}) | {g(r.opt_bytes)} | "
+      f"{g(r.argument_bytes)} | {g(r.temp_bytes)} | {g(r.peak_bytes)} | {fits} | "
+      f"{r.compile_seconds:.0f} s |"
+    )
   return "\n".join(lines)
 
 
 def describe(r: Report) -> str:
   g = lambda b: f"{b / GIB:.3f} GiB"  # noqa: E731
-  return "\n".join([
+  return "\n".join(
+    [
       f"train step ({r.stage}) on {r.devices} devices, mesh {r.mesh}, batch {r.batch_size} x "
       f"{r.seq_len}, dtype {r.dtype}, remat {r.remat}",
       f"  parameters: {r.params_total / 1e9:.3f} B (LLM {r.llm_params / 1e9:.3f} B, predictor "
@@ -174,9 +199,12 @@ def describe(r: Report) -> str:
       f"    outputs           {g(r.output_bytes)}  ({g(r.alias_bytes)} in donated buffers)",
       f"    temporaries       {g(r.temp_bytes)}  (activations, gradients, workspace)",
       f"    peak estimate     {g(r.peak_bytes)}",
-      f"  compile time {r.compile_seconds:.1f} s"])
+      f"  compile time {r.compile_seconds:.1f} s",
+    ]
+  )
 
 
 def write_json(path: str | pathlib.Path, report: Report) -> None:
   import json
+
   pathlib.Path(path).write_text(json.dumps(report.to_dict(), indent=2))

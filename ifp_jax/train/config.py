@@ -1,13 +1,14 @@
 """The documented default schema of a training job (ml_collections). Experiment files in
 `configs/` call `default_config()` and override fields; the CLI overrides with --config.x.y=v.
 """
+
 from __future__ import annotations
 
 import ml_collections
 
 from ifp_jax.data.pipeline import default_data_config
-from ifp_jax.model.ifp_model import IFPConfig
 from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
+from ifp_jax.model.ifp_model import IFPConfig
 
 
 def llama_fields(**overrides) -> ml_collections.ConfigDict:
@@ -30,8 +31,13 @@ def default_config() -> ml_collections.ConfigDict:
   # Predictor backbone: >0 -> the first N layers of the LLM (architecture and weights);
   # 0 -> `model.predictor` architecture, randomly initialised.
   m.predictor_init_layers = 0
-  m.predictor = llama_fields(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                             num_attention_heads=2, num_key_value_heads=1)
+  m.predictor = llama_fields(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+  )
   m.head_hidden = 128  # predictor head d_pred -> head_hidden -> L * d_ff (paper: 128)
   m.head_activation = "gelu"  # gelu | relu | silu | tanh | identity
   m.head_out_init_std = 0.02  # std of the head's last layer init
@@ -69,17 +75,23 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def build_ifp_config(c: ml_collections.ConfigDict, llm: LlamaConfig,
-                     predictor: LlamaConfig | None) -> IFPConfig:
+def build_ifp_config(
+  c: ml_collections.ConfigDict, llm: LlamaConfig, predictor: LlamaConfig | None
+) -> IFPConfig:
   m = c.model
   numerics = dict(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat)
   uses_predictor = m.mask_kind in ("soft_topk", "hard_concrete")
   return IFPConfig(
-      llm=llm.replace(**numerics),
-      predictor=predictor.replace(**numerics) if (predictor and uses_predictor) else None,
-      head=PredictorHeadConfig(hidden=m.head_hidden, activation=m.head_activation,
-                               out_init_std=m.head_out_init_std),
-      mask_kind=m.mask_kind, k=m.k, eps=m.eps, hc_init_log_alpha=m.hc_init_log_alpha)
+    llm=llm.replace(**numerics),
+    predictor=predictor.replace(**numerics) if (predictor and uses_predictor) else None,
+    head=PredictorHeadConfig(
+      hidden=m.head_hidden, activation=m.head_activation, out_init_std=m.head_out_init_std
+    ),
+    mask_kind=m.mask_kind,
+    k=m.k,
+    eps=m.eps,
+    hc_init_log_alpha=m.hc_init_log_alpha,
+  )
 
 
 def llama_from_fields(fields: ml_collections.ConfigDict, **overrides) -> LlamaConfig:

@@ -6,6 +6,7 @@ The launch scripts in launch/ set the environment (docs/scaling.md):
                          task, and with one task per GPU each process takes GPU SLURM_LOCALID)
   tpu_vm.sh              IFP_DISTRIBUTED=1 on every worker: JAX reads the TPU VM metadata
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,9 +23,11 @@ def mode() -> str:
   """'explicit' | 'auto' | 'single': what `initialize` will do in this environment."""
   if os.environ.get("IFP_COORDINATOR"):
     return "explicit"
-  if (os.environ.get("IFP_DISTRIBUTED", "") not in ("", "0")
-      or int(os.environ.get("SLURM_NTASKS", "1")) > 1
-      or os.environ.get("TPU_WORKER_HOSTNAMES")):
+  if (
+    os.environ.get("IFP_DISTRIBUTED", "") not in ("", "0")
+    or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    or os.environ.get("TPU_WORKER_HOSTNAMES")
+  ):
     return "auto"
   return "single"
 
@@ -40,17 +43,23 @@ def initialize() -> None:
   """
   how = mode()
   if how == "explicit":
-    jax.distributed.initialize(coordinator_address=os.environ["IFP_COORDINATOR"],
-                               num_processes=int(os.environ["IFP_NUM_PROCESSES"]),
-                               process_id=int(os.environ["IFP_PROCESS_ID"]))
+    jax.distributed.initialize(
+      coordinator_address=os.environ["IFP_COORDINATOR"],
+      num_processes=int(os.environ["IFP_NUM_PROCESSES"]),
+      process_id=int(os.environ["IFP_PROCESS_ID"]),
+    )
   elif how == "auto":
     jax.distributed.initialize()
   else:
     return
   _exit_hard_on_uncaught_exceptions()
-  log.info("jax.distributed: process %d of %d, %d local / %d global devices",
-           jax.process_index(), jax.process_count(), jax.local_device_count(),
-           jax.device_count())
+  log.info(
+    "jax.distributed: process %d of %d, %d local / %d global devices",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
 
 
 def _exit_hard_on_uncaught_exceptions() -> None:
@@ -88,6 +97,6 @@ def allgather_json(obj) -> list:
   raw = np.frombuffer(json.dumps(obj).encode(), np.uint8)
   sizes = multihost_utils.process_allgather(np.array([raw.size], np.int64))
   padded = np.zeros(int(np.max(sizes)), np.uint8)
-  padded[:raw.size] = raw
+  padded[: raw.size] = raw
   every = multihost_utils.process_allgather(padded)
-  return [json.loads(bytes(every[i, :int(sizes[i, 0])]).decode()) for i in range(len(every))]
+  return [json.loads(bytes(every[i, : int(sizes[i, 0])]).decode()) for i in range(len(every))]

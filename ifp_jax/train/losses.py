@@ -1,4 +1,5 @@
 """Token cross-entropy with loss weights (f32)."""
+
 from __future__ import annotations
 
 import jax

@@ -1,4 +1,5 @@
 """Training observability: metrics.jsonl, TensorBoard events, a progress line, loss-curve PNG."""
+
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ class MetricsLogger:
       self._file = open(pathlib.Path(workdir) / "metrics.jsonl", "a")
       try:
         from tensorboardX import SummaryWriter
+
         self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tensorboard"))
       except ImportError:  # optional: metrics.jsonl is the source of truth
         self._tb = None
@@ -44,18 +46,28 @@ class MetricsLogger:
     if "mask_kept_frac" in metrics:
       extra += f" kept {metrics['mask_kept_frac']:.3f}"
     if "expected_sparsity" in metrics:
-      extra += (f" E[sparsity] {metrics['expected_sparsity']:.3f}"
-                f" (target {metrics['target_sparsity']:.3f}) l1 {metrics['lambda1']:+.3f}")
-    print(f"[{metrics['stage']}] step {metrics['step']} ({done}/{self._total}) "
-          f"loss {metrics['loss']:.4f} {metrics['tokens_per_sec']:.0f} tok/s{extra} "
-          f"ETA {_fmt(eta)}", file=self.stream, flush=True)
+      extra += (
+        f" E[sparsity] {metrics['expected_sparsity']:.3f}"
+        f" (target {metrics['target_sparsity']:.3f}) l1 {metrics['lambda1']:+.3f}"
+      )
+    print(
+      f"[{metrics['stage']}] step {metrics['step']} ({done}/{self._total}) "
+      f"loss {metrics['loss']:.4f} {metrics['tokens_per_sec']:.0f} tok/s{extra} "
+      f"ETA {_fmt(eta)}",
+      file=self.stream,
+      flush=True,
+    )
 
   def stage_summary(self, stage: str) -> dict[str, Any]:
     rows = self._history.get(stage, [])
     if not rows:
       return {}
-    out = {"first_loss": rows[0]["loss"], "last_loss": rows[-1]["loss"],
-           "first_step": rows[0]["step"], "last_step": rows[-1]["step"]}
+    out = {
+      "first_loss": rows[0]["loss"],
+      "last_loss": rows[-1]["loss"],
+      "first_step": rows[0]["step"],
+      "last_step": rows[-1]["step"],
+    }
     for key in ("mask_kept_frac", "expected_sparsity", "lambda1", "lambda2"):
       if key in rows[-1]:
         out[key] = rows[-1][key]
@@ -78,6 +90,7 @@ def plot_loss_curves(metrics_file: pathlib.Path, out_png: pathlib.Path) -> pathl
   if not pathlib.Path(metrics_file).exists():
     return None
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 

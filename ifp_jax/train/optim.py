@@ -4,6 +4,7 @@ by gradient ascent, all in one `update`.
 Parameter groups are read off the param tree: {'model': {'llm', 'predictor', 'static_log_alpha'},
 'lagrange': {'lambda1', 'lambda2'}}. The static mask's log-alphas train with the predictor group.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -19,8 +20,11 @@ def stage_schedule(stages: Sequence[tuple[int, float, int]]) -> optax.Schedule:
   scheds, bounds, total = [], [], 0
   for steps, lr, warmup in stages:
     warmup = min(warmup, max(steps - 1, 0))
-    scheds.append(optax.warmup_cosine_decay_schedule(
-        0.0 if warmup else lr, lr, warmup, max(steps, warmup + 1), end_value=0.1 * lr))
+    scheds.append(
+      optax.warmup_cosine_decay_schedule(
+        0.0 if warmup else lr, lr, warmup, max(steps, warmup + 1), end_value=0.1 * lr
+      )
+    )
     total += steps
     bounds.append(total)
   return optax.join_schedules(scheds, bounds[:-1]) if len(scheds) > 1 else scheds[0]
@@ -28,18 +32,28 @@ def stage_schedule(stages: Sequence[tuple[int, float, int]]) -> optax.Schedule:
 
 def param_labels(params: Any, frozen: Sequence[str] = ()) -> Any:
   """Group label for every leaf: its top-level model component, or 'lagrange'/'frozen'."""
+
   def label(path, _):
     keys = [getattr(p, "key", None) for p in path]
     if keys[0] == "lagrange":
       return "lagrange"
     group = "llm" if keys[1] == "llm" else "predictor"
     return "frozen" if group in frozen else group
+
   return jax.tree_util.tree_map_with_path(label, params)
 
 
-def make_optimizer(*, llm_schedule: optax.Schedule, predictor_schedule: optax.Schedule,
-                   lagrange_lr: float, weight_decay: float, grad_clip: float, b1=0.9, b2=0.95,
-                   frozen: Sequence[str] = ()) -> optax.GradientTransformation:
+def make_optimizer(
+  *,
+  llm_schedule: optax.Schedule,
+  predictor_schedule: optax.Schedule,
+  lagrange_lr: float,
+  weight_decay: float,
+  grad_clip: float,
+  b1=0.9,
+  b2=0.95,
+  frozen: Sequence[str] = (),
+) -> optax.GradientTransformation:
   """One transformation for the whole state. Clipping is per group (norms logged separately)."""
   for name in frozen:
     if name not in ("llm", "predictor"):
@@ -50,10 +64,10 @@ def make_optimizer(*, llm_schedule: optax.Schedule, predictor_schedule: optax.Sc
     return optax.chain(*chain, optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay))
 
   transforms = {
-      "llm": adamw(llm_schedule),
-      "predictor": adamw(predictor_schedule),
-      # Gradient ascent: flip the sign, then plain SGD (the multipliers are unbounded scalars).
-      "lagrange": optax.chain(optax.scale(-1.0), optax.sgd(lagrange_lr)),
-      "frozen": optax.set_to_zero(),
+    "llm": adamw(llm_schedule),
+    "predictor": adamw(predictor_schedule),
+    # Gradient ascent: flip the sign, then plain SGD (the multipliers are unbounded scalars).
+    "lagrange": optax.chain(optax.scale(-1.0), optax.sgd(lagrange_lr)),
+    "frozen": optax.set_to_zero(),
   }
   return optax.multi_transform(transforms, lambda p: param_labels(p, frozen))

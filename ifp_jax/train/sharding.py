@@ -4,6 +4,7 @@ Parameters carry logical names (see decoder.py); these rules map them to mesh ax
 dimensions shard over ('data', 'fsdp'); FFN units ('mlp') over 'tensor', so the masks
 [B, C, L, F] shard like the activations they multiply and applying them needs no communication.
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,7 +14,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 log = logging.getLogger(__name__)
 
@@ -21,24 +23,24 @@ MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
 LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
-    # parameters
-    ("vocab", "tensor"),
-    ("embed", "fsdp"),
-    ("mlp", "tensor"),
-    ("heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("head_dim", None),
-    ("layers", None),
-    ("norm", None),
-    ("pred_hidden", None),
-    # activations
-    ("act_batch", BATCH_AXES),
-    ("act_len", None),
-    ("act_embed", None),
-    ("act_mlp", "tensor"),
-    ("act_heads", "tensor"),
-    ("act_kv_heads", "tensor"),
-    ("act_vocab", "tensor"),
+  # parameters
+  ("vocab", "tensor"),
+  ("embed", "fsdp"),
+  ("mlp", "tensor"),
+  ("heads", "tensor"),
+  ("kv_heads", "tensor"),
+  ("head_dim", None),
+  ("layers", None),
+  ("norm", None),
+  ("pred_hidden", None),
+  # activations
+  ("act_batch", BATCH_AXES),
+  ("act_len", None),
+  ("act_embed", None),
+  ("act_mlp", "tensor"),
+  ("act_heads", "tensor"),
+  ("act_kv_heads", "tensor"),
+  ("act_vocab", "tensor"),
 )
 
 
@@ -55,16 +57,19 @@ def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...
       raise ValueError(f"mesh shape {shape} does not divide {num_devices} devices")
     shape = tuple(num_devices // known if s == -1 else s for s in shape)
   if math.prod(shape) != num_devices:
-    raise ValueError(f"mesh shape {dict(zip(MESH_AXES, shape))} uses {math.prod(shape)} "
-                     f"devices, but {num_devices} are available")
+    raise ValueError(
+      f"mesh shape {dict(zip(MESH_AXES, shape))} uses {math.prod(shape)} "
+      f"devices, but {num_devices} are available"
+    )
   return shape
 
 
 def make_mesh(shape: Sequence[int] = (-1, 1, 1), devices=None) -> jax.sharding.Mesh:
   devices = devices if devices is not None else jax.devices()
   shape = resolve_mesh_shape(shape, len(devices))
-  return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3,
-                       devices=devices)
+  return jax.make_mesh(
+    shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3, devices=devices
+  )
 
 
 def _fit_spec(spec: P, shape: tuple[int, ...], mesh, where: str) -> P:
@@ -76,8 +81,13 @@ def _fit_spec(spec: P, shape: tuple[int, ...], mesh, where: str) -> P:
     names = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
     size = math.prod(mesh.shape[a] for a in names)
     if names and dim % size:
-      log.warning("%s: dim %d is not divisible by mesh axes %s (size %d); replicating it",
-                      where, dim, names, size)
+      log.warning(
+        "%s: dim %d is not divisible by mesh axes %s (size %d); replicating it",
+        where,
+        dim,
+        names,
+        size,
+      )
       out.append(None)
     else:
       out.append(axes)
@@ -86,8 +96,11 @@ def _fit_spec(spec: P, shape: tuple[int, ...], mesh, where: str) -> P:
 
 def strip_boxes(tree: Any) -> Any:
   """Removes logical-partitioning boxes without applying sharding constraints (safe eagerly)."""
-  return jax.tree.map(lambda x: x.value if isinstance(x, nn.meta.AxisMetadata) else x, tree,
-                      is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
+  return jax.tree.map(
+    lambda x: x.value if isinstance(x, nn.meta.AxisMetadata) else x,
+    tree,
+    is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata),
+  )
 
 
 def logical_shardings(abstract_boxed: Any, mesh, rules=LOGICAL_RULES) -> Any:
@@ -122,8 +135,9 @@ def host_to_global(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
   for name, x in batch.items():
     x = np.asarray(x)
     global_shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
-    out[name] = jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x,
-                                                       global_shape)
+    out[name] = jax.make_array_from_process_local_data(
+      batch_sharding(mesh, x.ndim), x, global_shape
+    )
   return out
 
 

@@ -1,4 +1,5 @@
 """Train state and the pure train step (loss, grads, one Optax update of model + multipliers)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,8 +11,8 @@ import jax.numpy as jnp
 import optax
 
 from ifp_jax.model import masking
-from ifp_jax.train.losses import weighted_cross_entropy
 from ifp_jax.model.ifp_model import IFPConfig, IFPModel
+from ifp_jax.train.losses import weighted_cross_entropy
 
 Array = jax.Array
 
@@ -46,9 +47,14 @@ def _group_norm(grads: Any, group: str) -> Array:
   return optax.global_norm(sub) if sub is not None else jnp.zeros(())
 
 
-def train_step(state: TrainState, batch: dict[str, Array], *, cfg: StepConfig,
-               tx: optax.GradientTransformation, lr_fns: dict[str, Callable]
-               ) -> tuple[TrainState, dict[str, Array]]:
+def train_step(
+  state: TrainState,
+  batch: dict[str, Array],
+  *,
+  cfg: StepConfig,
+  tx: optax.GradientTransformation,
+  lr_fns: dict[str, Callable],
+) -> tuple[TrainState, dict[str, Array]]:
   """batch: input_ids/targets/loss_weights [B, T], predictor_ids [B, C, P],
   predictor_lengths [B, C], mask_index [B, T] (see ifp_jax.data)."""
   ifp = cfg.ifp
@@ -58,19 +64,27 @@ def train_step(state: TrainState, batch: dict[str, Array], *, cfg: StepConfig,
   target = masking.target_sparsity(state.step, ifp.target_sparsity, cfg.target_warmup_steps)
 
   def loss_fn(params):
-    out = model.apply({"params": params["model"]}, batch["input_ids"], batch["predictor_ids"],
-                      batch["predictor_lengths"], batch["mask_index"], deterministic=False,
-                      rngs={"mask": rng})
+    out = model.apply(
+      {"params": params["model"]},
+      batch["input_ids"],
+      batch["predictor_ids"],
+      batch["predictor_lengths"],
+      batch["mask_index"],
+      deterministic=False,
+      rngs={"mask": rng},
+    )
     ce, tokens = weighted_cross_entropy(out.logits, batch["targets"], batch["loss_weights"])
     aux = {"ce": ce, "tokens": tokens}
     loss = ce
     if hc:
       lag = params["lagrange"]
-      penalty = masking.lagrangian_penalty(out.masks.expected_sparsity, target,
-                                           lag["lambda1"], lag["lambda2"])
+      penalty = masking.lagrangian_penalty(
+        out.masks.expected_sparsity, target, lag["lambda1"], lag["lambda2"]
+      )
       loss = loss + penalty
-      aux.update(penalty=penalty, expected_sparsity=out.masks.expected_sparsity,
-                 target_sparsity=target)
+      aux.update(
+        penalty=penalty, expected_sparsity=out.masks.expected_sparsity, target_sparsity=target
+      )
     if out.masks.masks is not None:
       aux.update({f"mask_{k}": v for k, v in masking.mask_stats(out.masks.masks).items()})
     return loss, aux
@@ -78,11 +92,15 @@ def train_step(state: TrainState, batch: dict[str, Array], *, cfg: StepConfig,
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = dict(aux, loss=loss, grad_norm=optax.global_norm(grads["model"]),
-                 grad_norm_llm=_group_norm(grads, "llm"),
-                 lambda1=state.params["lagrange"]["lambda1"],
-                 lambda2=state.params["lagrange"]["lambda2"],
-                 **{f"lr_{name}": fn(state.step) for name, fn in lr_fns.items()})
+  metrics = dict(
+    aux,
+    loss=loss,
+    grad_norm=optax.global_norm(grads["model"]),
+    grad_norm_llm=_group_norm(grads, "llm"),
+    lambda1=state.params["lagrange"]["lambda1"],
+    lambda2=state.params["lagrange"]["lambda2"],
+    **{f"lr_{name}": fn(state.step) for name, fn in lr_fns.items()},
+  )
   if ifp.uses_predictor:
     metrics["grad_norm_predictor"] = _group_norm(grads, "predictor")
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
@@ -90,8 +108,13 @@ def train_step(state: TrainState, batch: dict[str, Array], *, cfg: StepConfig,
 
 def eval_step(params: Any, batch: dict[str, Array], *, cfg: StepConfig) -> dict[str, Array]:
   """Loss with deterministic (hard top-k) masks: what pruned inference computes."""
-  out = IFPModel(cfg.ifp).apply({"params": params["model"]}, batch["input_ids"],
-                                batch["predictor_ids"], batch["predictor_lengths"],
-                                batch["mask_index"], deterministic=True)
+  out = IFPModel(cfg.ifp).apply(
+    {"params": params["model"]},
+    batch["input_ids"],
+    batch["predictor_ids"],
+    batch["predictor_lengths"],
+    batch["mask_index"],
+    deterministic=True,
+  )
   ce, tokens = weighted_cross_entropy(out.logits, batch["targets"], batch["loss_weights"])
   return {"ce": ce, "tokens": tokens}

@@ -2,6 +2,7 @@
 
 Everything stateful lives here (files, signals, iterators); the math is in train_step.py.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,15 +19,15 @@ import flax.linen as nn
 import jax
 import ml_collections
 
+from ifp_jax.data.pipeline import build_iterator
+from ifp_jax.data.tokenization import Tokenizer, load_tokenizer
+from ifp_jax.model.config import LlamaConfig
+from ifp_jax.model.ifp_model import IFPConfig
+from ifp_jax.model.predictor import backbone_from_llm
 from ifp_jax.train import distributed, optim, sharding, validate
 from ifp_jax.train.checkpointing import Checkpointer
 from ifp_jax.train.config import build_ifp_config, llama_from_fields
-from ifp_jax.data.pipeline import build_iterator
-from ifp_jax.data.tokenization import Tokenizer, load_tokenizer
 from ifp_jax.train.metrics import MetricsLogger, plot_loss_curves
-from ifp_jax.model.ifp_model import IFPConfig
-from ifp_jax.model.config import LlamaConfig
-from ifp_jax.model.predictor import backbone_from_llm
 from ifp_jax.train.state import BATCH_NDIMS, abstract_state, compile_steps, init_state
 from ifp_jax.train.step import StepConfig
 
@@ -57,8 +58,10 @@ def stages_of(config) -> list[Stage]:
 def load_pretrained(spec: str) -> tuple[LlamaConfig, dict]:
   """'smollm2' | 'hf:PATH' -> (config, numpy params)."""
   from ifp_jax.io import hf as hf_io
+
   if spec == "smollm2":
     from ifp_jax.io import gguf as gguf_io
+
     hf_cfg, state_dict = gguf_io.read_gguf_llama(gguf_io.find_smollm2_gguf())
     cfg = LlamaConfig.from_hf_dict(hf_cfg, source="smollm2 GGUF")
     return cfg, hf_io.hf_to_params(cfg, state_dict, source="smollm2 GGUF")
@@ -75,8 +78,10 @@ def resolve_models(config, tokenizer: Tokenizer) -> tuple[IFPConfig, dict | None
     llm, llm_params = load_pretrained(m.init_from)
     pretrained = {"llm": llm_params}
     if tokenizer.vocab_size > llm.vocab_size:
-      raise ValueError(f"tokenizer {config.data.tokenizer!r} has {tokenizer.vocab_size} ids but "
-                       f"the checkpoint's vocab_size is {llm.vocab_size}")
+      raise ValueError(
+        f"tokenizer {config.data.tokenizer!r} has {tokenizer.vocab_size} ids but "
+        f"the checkpoint's vocab_size is {llm.vocab_size}"
+      )
   else:
     vocab = m.llm.vocab_size or _round_up(tokenizer.vocab_size, 128)
     if vocab < tokenizer.vocab_size:
@@ -85,8 +90,9 @@ def resolve_models(config, tokenizer: Tokenizer) -> tuple[IFPConfig, dict | None
   if m.predictor_init_layers > 0:
     predictor = llm.replace(num_hidden_layers=int(m.predictor_init_layers))
     if pretrained is not None:
-      pretrained["predictor"] = {"backbone": backbone_from_llm(pretrained["llm"],
-                                                               m.predictor_init_layers)}
+      pretrained["predictor"] = {
+        "backbone": backbone_from_llm(pretrained["llm"], m.predictor_init_layers)
+      }
   else:
     predictor = llama_from_fields(m.predictor, vocab_size=llm.vocab_size)
   ifp = build_ifp_config(config, llm, predictor)
@@ -105,15 +111,16 @@ def _host_position(data_state: dict) -> dict:
     return data_state["iterator"]
   positions = data_state["iterators"]
   if len(positions) != jax.process_count():
-    raise ValueError(f"the checkpoint holds data positions of {len(positions)} processes, this "
-                     f"run has {jax.process_count()}: resuming with another process count would "
-                     f"repeat or skip data; restore params only (checkpointing.restore_params)")
+    raise ValueError(
+      f"the checkpoint holds data positions of {len(positions)} processes, this "
+      f"run has {jax.process_count()}: resuming with another process count would "
+      f"repeat or skip data; restore params only (checkpointing.restore_params)"
+    )
   return positions[jax.process_index()]
 
 
 class Trainer:
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
-               devices=None):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path, devices=None):
     """`devices`: the mesh's devices (default all); tests pass subsets to compare meshes."""
     self.config = config
     self.workdir = pathlib.Path(workdir).absolute()
@@ -125,33 +132,44 @@ class Trainer:
     self.mesh = sharding.make_mesh(tuple(config.mesh), devices)
     ifp, self.pretrained = resolve_models(config, self.tokenizer)
     ifp = dataclasses.replace(
-        ifp, llm=sharding.cpu_safe_unroll(ifp.llm, self.mesh),
-        predictor=ifp.predictor and sharding.cpu_safe_unroll(ifp.predictor, self.mesh))
+      ifp,
+      llm=sharding.cpu_safe_unroll(ifp.llm, self.mesh),
+      predictor=ifp.predictor and sharding.cpu_safe_unroll(ifp.predictor, self.mesh),
+    )
     self.ifp = ifp
     validate.validate(config, ifp, self.mesh)  # [validate hook] indivisible shapes fail here
     self.stages = stages_of(config)
     self.total_steps = self.stages[-1].end
     t = config.train
     if t.batch_size % jax.process_count():
-      raise ValueError(f"train.batch_size={t.batch_size} is not divisible by "
-                       f"{jax.process_count()} processes")
+      raise ValueError(
+        f"train.batch_size={t.batch_size} is not divisible by {jax.process_count()} processes"
+      )
     self.host_batch = t.batch_size // jax.process_count()
     self.lr_fns = {
-        "llm": optim.stage_schedule([(s.steps, config[s.name].llm_lr,
-                                      config[s.name].warmup_steps) for s in self.stages]),
-        "predictor": optim.stage_schedule([(s.steps, config[s.name].predictor_lr,
-                                            config[s.name].warmup_steps) for s in self.stages]),
+      "llm": optim.stage_schedule(
+        [(s.steps, config[s.name].llm_lr, config[s.name].warmup_steps) for s in self.stages]
+      ),
+      "predictor": optim.stage_schedule(
+        [(s.steps, config[s.name].predictor_lr, config[s.name].warmup_steps) for s in self.stages]
+      ),
     }
     frozen = [x for x in t.freeze.split(",") if x]
     self.tx = optim.make_optimizer(
-        llm_schedule=self.lr_fns["llm"], predictor_schedule=self.lr_fns["predictor"],
-        lagrange_lr=t.lagrange_lr, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
-        b2=t.adam_b2, frozen=frozen)
-    self.step_cfg = StepConfig(ifp, target_warmup_steps=int(t.target_warmup_frac *
-                                                            self.total_steps),
-                               seed=config.seed)
-    self.ckpt = Checkpointer(self.workdir / "checkpoints", max_to_keep=t.keep_checkpoints,
-                             async_save=t.async_checkpoint)
+      llm_schedule=self.lr_fns["llm"],
+      predictor_schedule=self.lr_fns["predictor"],
+      lagrange_lr=t.lagrange_lr,
+      weight_decay=t.weight_decay,
+      grad_clip=t.grad_clip,
+      b2=t.adam_b2,
+      frozen=frozen,
+    )
+    self.step_cfg = StepConfig(
+      ifp, target_warmup_steps=int(t.target_warmup_frac * self.total_steps), seed=config.seed
+    )
+    self.ckpt = Checkpointer(
+      self.workdir / "checkpoints", max_to_keep=t.keep_checkpoints, async_save=t.async_checkpoint
+    )
     self._stop_requested = False
 
   # --- state ------------------------------------------------------------------------------
@@ -166,31 +184,46 @@ class Trainer:
         state, meta, data_state = self.ckpt.restore(abstract)
         log.info("resumed from step %d (%s)", latest, self.ckpt.directory)
         return state, shardings, data_state
-      state, shardings = init_state(self.ifp, self.tx, self.mesh,
-                                    jax.random.key(self.config.seed), self.pretrained)
+      state, shardings = init_state(
+        self.ifp, self.tx, self.mesh, jax.random.key(self.config.seed), self.pretrained
+      )
       return state, shardings, None
 
   def _iterator(self, stage: Stage, split: str | None = None, num_epochs=None):
-    return build_iterator(self.config.data, self.tokenizer, kind=stage.name,
-                          seq_len=self.config.train.seq_len, batch_size=self.host_batch,
-                          process_index=jax.process_index(),
-                          process_count=jax.process_count(), seed=self.config.seed,
-                          split=split, num_epochs=num_epochs)
+    return build_iterator(
+      self.config.data,
+      self.tokenizer,
+      kind=stage.name,
+      seq_len=self.config.train.seq_len,
+      batch_size=self.host_batch,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      seed=self.config.seed,
+      split=split,
+      num_epochs=num_epochs,
+    )
 
   def _meta(self, step: int, stage: Stage) -> dict:
-    return {"step": step, "stage": stage.name, "total_steps": self.total_steps,
-            "config": json.loads(self.config.to_json_best_effort()),
-            "ifp": {"llm": self.ifp.llm.to_dict(),
-                    "predictor": self.ifp.predictor.to_dict() if self.ifp.predictor else None,
-                    "head": dataclasses.asdict(self.ifp.head), "mask_kind": self.ifp.mask_kind,
-                    "k": self.ifp.k, "eps": self.ifp.eps,
-                    "hc_init_log_alpha": self.ifp.hc_init_log_alpha},
-            "tokenizer": self.config.data.tokenizer}
+    return {
+      "step": step,
+      "stage": stage.name,
+      "total_steps": self.total_steps,
+      "config": json.loads(self.config.to_json_best_effort()),
+      "ifp": {
+        "llm": self.ifp.llm.to_dict(),
+        "predictor": self.ifp.predictor.to_dict() if self.ifp.predictor else None,
+        "head": dataclasses.asdict(self.ifp.head),
+        "mask_kind": self.ifp.mask_kind,
+        "k": self.ifp.k,
+        "eps": self.ifp.eps,
+        "hc_init_log_alpha": self.ifp.hc_init_log_alpha,
+      },
+      "tokenizer": self.config.data.tokenizer,
+    }
 
   def _save(self, step, state, stage, it, force=False):
     # Each host reads its own slice, so each host's position is saved (index = process index).
-    data_state = {"stage": stage.name,
-                  "iterators": distributed.allgather_json(it.get_state())}
+    data_state = {"stage": stage.name, "iterators": distributed.allgather_json(it.get_state())}
     self.ckpt.save(step, state, self._meta(step, stage), data_state, force=force)
 
   # --- loop -------------------------------------------------------------------------------
@@ -211,11 +244,11 @@ class Trainer:
     t = self.config.train
     state, shardings, data_state = self.init_or_restore()
     with self._scope():
-      train, evaluate = compile_steps(self.step_cfg, self.tx, self.lr_fns, shardings,
-                                      self.mesh, BATCH_NDIMS)
+      train, evaluate = compile_steps(
+        self.step_cfg, self.tx, self.lr_fns, shardings, self.mesh, BATCH_NDIMS
+      )
     step = int(jax.device_get(state.step))
-    budget_end = self.total_steps if max_steps is None else min(self.total_steps,
-                                                                step + max_steps)
+    budget_end = self.total_steps if max_steps is None else min(self.total_steps, step + max_steps)
     logger = MetricsLogger(self.workdir, enabled=self.is_main)
     summary: dict[str, Any] = {"workdir": str(self.workdir), "stages": {}}
     for stage in self.stages:
@@ -253,12 +286,12 @@ class Trainer:
           sys.exit(143)
       summary["stages"][stage.name] = logger.stage_summary(stage.name)
       if t.eval_batches and step == stage.end:
-        summary["stages"][stage.name]["eval_loss_hard_masks"] = self._eval(
-            state, stage, evaluate)
+        summary["stages"][stage.name]["eval_loss_hard_masks"] = self._eval(state, stage, evaluate)
     self.ckpt.wait()
     logger.close()
-    summary.update(step=step, checkpoint=str(self.ckpt.directory),
-                   latest_checkpoint_step=self.ckpt.latest_step())
+    summary.update(
+      step=step, checkpoint=str(self.ckpt.directory), latest_checkpoint_step=self.ckpt.latest_step()
+    )
     if self.is_main:
       plot_loss_curves(self.workdir / "metrics.jsonl", self.workdir / "loss_curve.png")
       (self.workdir / "summary.json").write_text(json.dumps(summary, indent=2))

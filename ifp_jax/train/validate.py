@@ -18,6 +18,7 @@ Checked (E = error, W = warning; "llm" and "predictor" both):
      (each process must own whole batch shards: it feeds its own rows)
   E  train.seq_len vs data.num_chunks (CPT rows are cut into num_chunks chunks)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,8 +28,8 @@ from typing import Any, Sequence
 
 import jax
 
-from ifp_jax.model.ifp_model import IFPConfig
 from ifp_jax.model.config import LlamaConfig
+from ifp_jax.model.ifp_model import IFPConfig
 from ifp_jax.train.sharding import MESH_AXES, resolve_mesh_shape
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,7 @@ class ConfigValidationError(ValueError):
 
   def __init__(self, problems: list[Problem]):
     self.problems = problems
-    super().__init__("config does not fit the mesh:\n  " +
-                     "\n  ".join(p.message for p in problems))
+    super().__init__("config does not fit the mesh:\n  " + "\n  ".join(p.message for p in problems))
 
 
 def mesh_sizes(mesh: Any, num_devices: int | None = None) -> dict[str, int]:
@@ -69,8 +69,15 @@ def mesh_sizes(mesh: Any, num_devices: int | None = None) -> dict[str, int]:
   return dict(zip(MESH_AXES, shape, strict=True))
 
 
-def _divides(problems: list[Problem], field: str, value: int, axes: Sequence[str],
-             sizes: dict[str, int], note: str = "", error: bool = True) -> None:
+def _divides(
+  problems: list[Problem],
+  field: str,
+  value: int,
+  axes: Sequence[str],
+  sizes: dict[str, int],
+  note: str = "",
+  error: bool = True,
+) -> None:
   size = math.prod(sizes[a] for a in axes)
   if size > 1 and value % size:
     axis = "*".join(axes)
@@ -90,26 +97,46 @@ def _decoder_fields(config, which: str) -> tuple[str, str]:
   return "model.predictor", ""
 
 
-def _check_decoder(problems: list[Problem], cfg: LlamaConfig, prefix: str, note: str,
-                   sizes: dict[str, int], vocab: bool = True) -> None:
+def _check_decoder(
+  problems: list[Problem],
+  cfg: LlamaConfig,
+  prefix: str,
+  note: str,
+  sizes: dict[str, int],
+  vocab: bool = True,
+) -> None:
   t = sizes["tensor"]
-  _divides(problems, f"{prefix}.num_attention_heads", cfg.num_attention_heads, ["tensor"], sizes,
-           note)
+  _divides(
+    problems, f"{prefix}.num_attention_heads", cfg.num_attention_heads, ["tensor"], sizes, note
+  )
   kv = cfg.num_key_value_heads
   if t > 1 and kv % t:
     replicable = t % kv == 0
-    _divides(problems, f"{prefix}.num_key_value_heads", kv, ["tensor"], sizes,
-             ", ".join(x for x in [note, "K/V projections replicated over tensor"
-                                   if replicable else ""] if x), error=not replicable)
-  _divides(problems, f"{prefix}.intermediate_size", cfg.intermediate_size, ["tensor"], sizes,
-           note)
+    _divides(
+      problems,
+      f"{prefix}.num_key_value_heads",
+      kv,
+      ["tensor"],
+      sizes,
+      ", ".join(
+        x for x in [note, "K/V projections replicated over tensor" if replicable else ""] if x
+      ),
+      error=not replicable,
+    )
+  _divides(problems, f"{prefix}.intermediate_size", cfg.intermediate_size, ["tensor"], sizes, note)
   if vocab:
     _divides(problems, f"{prefix}.vocab_size", cfg.vocab_size, ["tensor"], sizes, note)
   _divides(problems, f"{prefix}.hidden_size", cfg.hidden_size, ["fsdp"], sizes, note)
 
 
-def check(config, ifp: IFPConfig, mesh: Any, *, num_devices: int | None = None,
-          process_count: int | None = None) -> list[Problem]:
+def check(
+  config,
+  ifp: IFPConfig,
+  mesh: Any,
+  *,
+  num_devices: int | None = None,
+  process_count: int | None = None,
+) -> list[Problem]:
   """Every problem found (errors and warnings); see `validate` for the arguments."""
   sizes = mesh_sizes(mesh, num_devices)
   processes = jax.process_count() if process_count is None else int(process_count)
@@ -123,31 +150,58 @@ def check(config, ifp: IFPConfig, mesh: Any, *, num_devices: int | None = None,
     known = {p.field for p in problems}
     problems += [p for p in pred if p.field not in known]  # predictor = LLM layers: say it once
   if ifp.mask_kind != "none":
-    _divides(problems, "model.k", ifp.k, ["tensor"], sizes,
-             "the gathered pruned FFN has k units, sharded over tensor")
+    _divides(
+      problems,
+      "model.k",
+      ifp.k,
+      ["tensor"],
+      sizes,
+      "the gathered pruned FFN has k units, sharded over tensor",
+    )
   batch = int(config.train.batch_size)
   _divides(problems, "train.batch_size", batch, ["data", "fsdp"], sizes)
   shards = sizes["data"] * sizes["fsdp"]
   if processes > 1:
     if batch % processes:
-      problems.append(Problem("train.batch_size", f"train.batch_size={batch} is not divisible "
-                              f"by the process count {processes} (each process reads "
-                              f"batch_size / processes rows)"))
+      problems.append(
+        Problem(
+          "train.batch_size",
+          f"train.batch_size={batch} is not divisible "
+          f"by the process count {processes} (each process reads "
+          f"batch_size / processes rows)",
+        )
+      )
     if shards % processes:
-      problems.append(Problem("mesh", f"mesh data*fsdp={shards} is not divisible by the process "
-                              f"count {processes}: each process must own whole batch shards "
-                              f"(put more devices on data/fsdp, fewer on tensor)"))
+      problems.append(
+        Problem(
+          "mesh",
+          f"mesh data*fsdp={shards} is not divisible by the process "
+          f"count {processes}: each process must own whole batch shards "
+          f"(put more devices on data/fsdp, fewer on tensor)",
+        )
+      )
   chunks = int(config.data.num_chunks)
   seq_len = int(config.train.seq_len)
   if int(config.cpt.steps) > 0 and (chunks < 2 or seq_len % chunks):
-    problems.append(Problem("data.num_chunks", f"train.seq_len={seq_len} is not divisible by "
-                            f"data.num_chunks={chunks} (must be >= 2: CPT rows are cut into "
-                            f"num_chunks chunks)"))
+    problems.append(
+      Problem(
+        "data.num_chunks",
+        f"train.seq_len={seq_len} is not divisible by "
+        f"data.num_chunks={chunks} (must be >= 2: CPT rows are cut into "
+        f"num_chunks chunks)",
+      )
+    )
   return problems
 
 
-def validate(config, ifp: IFPConfig, mesh: Any, *, num_devices: int | None = None,
-             process_count: int | None = None) -> list[Problem]:
+def validate(
+  config,
+  ifp: IFPConfig,
+  mesh: Any,
+  *,
+  num_devices: int | None = None,
+  process_count: int | None = None,
+) -> list[Problem]:
   """Raises ConfigValidationError naming every indivisible field; logs and returns warnings.
 
   `config`: the job's ConfigDict (ifp_jax/train/config.py schema); `ifp`: the resolved IFPConfig;

@@ -10,13 +10,32 @@ CLI: `python -m launch.export`. Modules: `source` (what is exported), `writer` (
 directories, leaf-by-leaf sharded safetensors), `hf_tokenizer` (tokenizer files + id check),
 `exporters` (the three exports).
 """
-from ifp_jax.io.export.exporters import (PREDICTOR_FILE, check_units, export_full, export_predictor,
-                                      export_pruned, select_units)
+
+from ifp_jax.io.export.exporters import (
+  PREDICTOR_FILE,
+  check_units,
+  export_full,
+  export_predictor,
+  export_pruned,
+  select_units,
+)
 from ifp_jax.io.export.hf_tokenizer import TokenizerMismatchError, verify_tokenizer
 from ifp_jax.io.export.source import ExportSource, from_run, smollm2_source
 from ifp_jax.io.export.writer import COMPLETE_MARKER, DEFAULT_SHARD_BYTES, ExportError
 
-__all__ = ["COMPLETE_MARKER", "DEFAULT_SHARD_BYTES", "ExportError", "ExportSource",
-           "PREDICTOR_FILE", "TokenizerMismatchError", "check_units", "export_full",
-           "export_predictor", "export_pruned", "from_run", "select_units", "smollm2_source",
-           "verify_tokenizer"]
+__all__ = [
+  "COMPLETE_MARKER",
+  "DEFAULT_SHARD_BYTES",
+  "ExportError",
+  "ExportSource",
+  "PREDICTOR_FILE",
+  "TokenizerMismatchError",
+  "check_units",
+  "export_full",
+  "export_predictor",
+  "export_pruned",
+  "from_run",
+  "select_units",
+  "smollm2_source",
+  "verify_tokenizer",
+]

@@ -8,6 +8,7 @@ predictor backbone is SmolLM2's first layers and whose head is randomly initiali
 placement `trainer.resolve_models` does for `model.init_from='smollm2'`: real weights to export
 without a training run.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,8 @@ import jax
 import numpy as np
 
 from ifp_jax.data.tokenization import Tokenizer, load_tokenizer
-from ifp_jax.model.ifp_model import IFPConfig, init_params
 from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
+from ifp_jax.model.ifp_model import IFPConfig, init_params
 
 
 @dataclasses.dataclass
@@ -37,19 +38,27 @@ def from_run(workdir, step: int | None = None, mesh=None) -> ExportSource:
   from ifp_jax.infer.run_loader import load_run
 
   run = load_run(workdir, step=step, mesh=mesh, dtype="float32")
-  return ExportSource(ifp=run.ifp, params=run.params, tokenizer=run.tokenizer,
-                      tokenizer_spec=run.meta["tokenizer"],
-                      max_prompt_len=max_prompt_len(run.meta),
-                      provenance={"workdir": str(run.workdir), "step": run.step,
-                                  "stage": run.meta.get("stage")})
+  return ExportSource(
+    ifp=run.ifp,
+    params=run.params,
+    tokenizer=run.tokenizer,
+    tokenizer_spec=run.meta["tokenizer"],
+    max_prompt_len=max_prompt_len(run.meta),
+    provenance={"workdir": str(run.workdir), "step": run.step, "stage": run.meta.get("stage")},
+  )
 
 
-def smollm2_source(k: int = 512, predictor_layers: int = 4, seed: int = 0,
-                   max_prompt_len: int = 128, head: PredictorHeadConfig | None = None
-                   ) -> ExportSource:
+def smollm2_source(
+  k: int = 512,
+  predictor_layers: int = 4,
+  seed: int = 0,
+  max_prompt_len: int = 128,
+  head: PredictorHeadConfig | None = None,
+) -> ExportSource:
   """SmolLM2-135M-Instruct as an IFP model (soft_topk, random predictor head)."""
   head = head or PredictorHeadConfig()
-  from ifp_jax.io import gguf as gguf_io, hf as hf_io
+  from ifp_jax.io import gguf as gguf_io
+  from ifp_jax.io import hf as hf_io
   from ifp_jax.model.predictor import backbone_from_llm
 
   path = gguf_io.find_smollm2_gguf()
@@ -57,18 +66,28 @@ def smollm2_source(k: int = 512, predictor_layers: int = 4, seed: int = 0,
   llm = LlamaConfig.from_hf_dict(hf_cfg, source=str(path))
   llm_params = hf_io.hf_to_params(llm, state, source=str(path))
   del state
-  ifp = IFPConfig(llm=llm, predictor=llm.replace(num_hidden_layers=predictor_layers), head=head,
-                  mask_kind="soft_topk", k=k)
+  ifp = IFPConfig(
+    llm=llm,
+    predictor=llm.replace(num_hidden_layers=predictor_layers),
+    head=head,
+    mask_kind="soft_topk",
+    k=k,
+  )
   abstract = nn.unbox(jax.eval_shape(lambda: init_params(ifp, jax.random.key(seed))))
   head_params = _init_head(abstract["predictor"], jax.random.key(seed), head)
-  params = {"llm": llm_params,
-            "predictor": {"backbone": backbone_from_llm(llm_params, predictor_layers),
-                          **head_params}}
+  params = {
+    "llm": llm_params,
+    "predictor": {"backbone": backbone_from_llm(llm_params, predictor_layers), **head_params},
+  }
   _check_structure(params, abstract)
-  return ExportSource(ifp=ifp, params=jax.device_put(params), tokenizer=load_tokenizer("smollm2"),
-                      tokenizer_spec="smollm2", max_prompt_len=max_prompt_len,
-                      provenance={"source": f"smollm2 ({path.name}) + random predictor head",
-                                  "seed": seed})
+  return ExportSource(
+    ifp=ifp,
+    params=jax.device_put(params),
+    tokenizer=load_tokenizer("smollm2"),
+    tokenizer_spec="smollm2",
+    max_prompt_len=max_prompt_len,
+    provenance={"source": f"smollm2 ({path.name}) + random predictor head", "seed": seed},
+  )
 
 
 def _init_head(abstract_predictor: dict, rng, head: PredictorHeadConfig) -> dict:
@@ -77,11 +96,14 @@ def _init_head(abstract_predictor: dict, rng, head: PredictorHeadConfig) -> dict
   shape_in = abstract_predictor["head_in"]["kernel"].shape
   shape_out = abstract_predictor["head_out"]["kernel"].shape
   return {
-      "head_in": {"kernel": np.asarray(nn.initializers.lecun_normal()(r_in, shape_in)),
-                  "bias": np.zeros(shape_in[1], np.float32)},
-      "head_out": {"kernel": np.asarray(nn.initializers.normal(head.out_init_std)(r_out,
-                                                                                  shape_out)),
-                   "bias": np.zeros(shape_out[1], np.float32)},
+    "head_in": {
+      "kernel": np.asarray(nn.initializers.lecun_normal()(r_in, shape_in)),
+      "bias": np.zeros(shape_in[1], np.float32),
+    },
+    "head_out": {
+      "kernel": np.asarray(nn.initializers.normal(head.out_init_std)(r_out, shape_out)),
+      "bias": np.zeros(shape_out[1], np.float32),
+    },
   }
 
 

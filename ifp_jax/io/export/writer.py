@@ -10,6 +10,7 @@
   peak host memory is one leaf plus one shard. Every process must call it (the gathers are
   collective); only process 0 writes.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,8 +49,10 @@ def check_out(out: str | os.PathLike, overwrite: bool) -> pathlib.Path:
   if out.exists() and not out.is_dir():
     raise ExportError(f"--out={out} exists and is not a directory")
   if out.is_dir() and any(out.iterdir()) and not overwrite:
-    raise ExportError(f"--out={out} exists and is not empty; pass --overwrite to replace it, or "
-                      "choose another directory")
+    raise ExportError(
+      f"--out={out} exists and is not empty; pass --overwrite to replace it, or "
+      "choose another directory"
+    )
   return out
 
 
@@ -90,8 +93,9 @@ def write_json(path: pathlib.Path, obj: Any) -> None:
   """Indented JSON with lists of numbers (e.g. kept units) kept on one line each."""
   if is_writer():
     text = json.dumps(obj, indent=2, ensure_ascii=False)
-    text = _NUMBER_LIST.sub(lambda m: "[" + ", ".join(m.group(1).replace(",", " ").split()) + "]",
-                            text)
+    text = _NUMBER_LIST.sub(
+      lambda m: "[" + ", ".join(m.group(1).replace(",", " ").split()) + "]", text
+    )
     path.write_text(text + "\n", encoding="utf-8")
     path.chmod(0o644)
 
@@ -100,6 +104,7 @@ def host_array(x: Any) -> np.ndarray:
   """One leaf on the host: a plain fetch, or an all-gather when other processes hold shards."""
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
     from jax.experimental import multihost_utils
+
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(jax.device_get(x))
 
@@ -110,8 +115,7 @@ def _get(tree: Mapping, path: tuple[str, ...]) -> Any:
   return tree
 
 
-def llama_tensors(cfg: LlamaConfig, params: Mapping[str, Any]
-                  ) -> Iterator[tuple[str, np.ndarray]]:
+def llama_tensors(cfg: LlamaConfig, params: Mapping[str, Any]) -> Iterator[tuple[str, np.ndarray]]:
   """(HF name, float32 [out, in] tensor), one parameter leaf gathered at a time.
 
   The name/layout table is `hf_io`'s (the import's exact inverse); leaves are visited leaf-major
@@ -138,9 +142,14 @@ class ShardedSafetensors:
   Shards are written under provisional names and renamed once their count is known.
   """
 
-  def __init__(self, out_dir: pathlib.Path, dtype: str = "float32",
-               max_shard_bytes: int = DEFAULT_SHARD_BYTES, prefix: str = "model",
-               progress: Callable[[int], None] | None = None):
+  def __init__(
+    self,
+    out_dir: pathlib.Path,
+    dtype: str = "float32",
+    max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+    prefix: str = "model",
+    progress: Callable[[int], None] | None = None,
+  ):
     if dtype not in DTYPES:
       raise ExportError(f"export dtype {dtype!r}: expected one of {DTYPES}")
     if max_shard_bytes <= 0:
@@ -176,16 +185,21 @@ class ShardedSafetensors:
     """Writes the last shard and the index; returns the file names."""
     self._flush()
     n = len(self._shards)
-    names = ([f"{self.prefix}.safetensors"] if n == 1 else
-             [f"{self.prefix}-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)])
+    names = (
+      [f"{self.prefix}.safetensors"]
+      if n == 1
+      else [f"{self.prefix}-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+    )
     weight_map = {}
     for (file, keys), name in zip(self._shards, names, strict=True):
       if is_writer():
         file.rename(self.out_dir / name)
       weight_map.update({k: name for k in keys})
     if n > 1:
-      write_json(self.out_dir / f"{self.prefix}.safetensors.index.json",
-                 {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map})
+      write_json(
+        self.out_dir / f"{self.prefix}.safetensors.index.json",
+        {"metadata": {"total_size": self.total_bytes}, "weight_map": weight_map},
+      )
     return names
 
 
@@ -193,13 +207,24 @@ def save_safetensors(file: pathlib.Path, tensors: Mapping[str, np.ndarray], dtyp
   """float32 through numpy; bfloat16 through torch (numpy has no bf16). Mode 0644."""
   if dtype == "float32":
     from safetensors.numpy import save_file
-    save_file({k: np.asarray(v, np.float32) for k, v in tensors.items()}, str(file),
-              metadata={"format": "pt"})
+
+    save_file(
+      {k: np.asarray(v, np.float32) for k, v in tensors.items()},
+      str(file),
+      metadata={"format": "pt"},
+    )
   elif dtype == "bfloat16":
     import torch
     from safetensors.torch import save_file
-    save_file({k: torch.from_numpy(np.asarray(v, np.float32)).to(torch.bfloat16)
-               for k, v in tensors.items()}, str(file), metadata={"format": "pt"})
+
+    save_file(
+      {
+        k: torch.from_numpy(np.asarray(v, np.float32)).to(torch.bfloat16)
+        for k, v in tensors.items()
+      },
+      str(file),
+      metadata={"format": "pt"},
+    )
   else:
     raise ExportError(f"export dtype {dtype!r}: expected one of {DTYPES}")
   file.chmod(0o644)
@@ -208,15 +233,29 @@ def save_safetensors(file: pathlib.Path, tensors: Mapping[str, np.ndarray], dtyp
 def progress_bar(total_bytes: int, desc: str):
   """A tqdm byte counter on process 0 (silent elsewhere); returns (update_fn, close_fn)."""
   from tqdm.auto import tqdm
-  bar = tqdm(total=total_bytes, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-             disable=not is_writer(), leave=False)
+
+  bar = tqdm(
+    total=total_bytes,
+    desc=desc,
+    unit="B",
+    unit_scale=True,
+    unit_divisor=1024,
+    disable=not is_writer(),
+    leave=False,
+  )
   return bar.update, bar.close
 
 
-def write_llama_weights(cfg: LlamaConfig, params: Mapping[str, Any], out_dir: pathlib.Path, *,
-                        dtype: str = "float32", max_shard_bytes: int = DEFAULT_SHARD_BYTES,
-                        desc: str = "weights", on_tensor: Callable[[str], None] | None = None
-                        ) -> list[str]:
+def write_llama_weights(
+  cfg: LlamaConfig,
+  params: Mapping[str, Any],
+  out_dir: pathlib.Path,
+  *,
+  dtype: str = "float32",
+  max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+  desc: str = "weights",
+  on_tensor: Callable[[str], None] | None = None,
+) -> list[str]:
   """Decoder params (our tree) -> HF safetensors shards in `out_dir`. Returns the file names.
 
   `on_tensor(name)` is called after each tensor is queued (progress hooks, tests).
@@ -233,19 +272,29 @@ def write_llama_weights(cfg: LlamaConfig, params: Mapping[str, Any], out_dir: pa
     close()
 
 
-def write_llama_config(cfg: LlamaConfig, out_dir: pathlib.Path, dtype: str,
-                       tokenizer: Any | None = None, architecture: str = "LlamaForCausalLM"
-                       ) -> None:
+def write_llama_config(
+  cfg: LlamaConfig,
+  out_dir: pathlib.Path,
+  dtype: str,
+  tokenizer: Any | None = None,
+  architecture: str = "LlamaForCausalLM",
+) -> None:
   """config.json (+ generation_config.json with the tokenizer's stop / pad ids)."""
   hf = cfg.to_hf_dict(torch_dtype=dtype)
   hf["architectures"] = [architecture]
   hf["dtype"] = dtype  # transformers >= 5 reads `dtype`; `torch_dtype` kept for older readers
   gen: dict[str, Any] = {"do_sample": False}
   if tokenizer is not None:
-    hf.update(bos_token_id=tokenizer.bos_id, eos_token_id=list(tokenizer.stop_ids),
-              pad_token_id=tokenizer.pad_id)
-    gen.update(bos_token_id=tokenizer.bos_id, eos_token_id=list(tokenizer.stop_ids),
-               pad_token_id=tokenizer.pad_id)
+    hf.update(
+      bos_token_id=tokenizer.bos_id,
+      eos_token_id=list(tokenizer.stop_ids),
+      pad_token_id=tokenizer.pad_id,
+    )
+    gen.update(
+      bos_token_id=tokenizer.bos_id,
+      eos_token_id=list(tokenizer.stop_ids),
+      pad_token_id=tokenizer.pad_id,
+    )
   write_json(out_dir / "config.json", hf)
   if architecture == "LlamaForCausalLM":
     write_json(out_dir / "generation_config.json", gen)
