@@ -4,7 +4,7 @@ PY = $(VENV)/bin/python
 WORKDIR ?= runs/tiny
 PYTEST_ARGS ?=
 
-.PHONY: setup train test
+.PHONY: setup train test test-fast lint
 setup:
 	bash launch/setup_env.sh
 
@@ -13,3 +13,11 @@ train: setup
 
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# Work-in-progress loop: everything that neither trains a model nor spawns processes.
+test-fast: setup
+	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .

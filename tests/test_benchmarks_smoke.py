@@ -15,6 +15,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+# Every test here trains a model or spawns processes.
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

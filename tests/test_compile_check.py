@@ -120,6 +120,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
   )
 
 
+@pytest.mark.slow
 def test_cli_prints_the_memory_table_for_a_device_count():
   res = _cli(
     "--config=configs/tiny.py",
@@ -132,6 +133,7 @@ def test_cli_prints_the_memory_table_for_a_device_count():
   assert "| tiny.py | 4 | (2, 2, 1) | 16 x 128 | " in res.stdout
 
 
+@pytest.mark.slow
 def test_cli_rejects_an_indivisible_config_naming_the_field():
   res = _cli("--config=configs/tiny.py", "--num_devices=2", "--mesh=1,1,2", "--config.model.k=127")
   assert res.returncode == 2, (res.returncode, res.stderr[-3000:])

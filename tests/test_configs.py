@@ -204,6 +204,7 @@ def test_all_problems_are_reported_at_once():
   assert {p.field for p in e.value.problems} == {"model.k", "train.batch_size"}
 
 
+@pytest.mark.slow
 def test_trainer_validates_before_compiling(tmp_path):
   """The trainer's hook: a bad config fails in Trainer(...) (no state, no compile)."""
   config = tu.small_config(str(tmp_path / "tfds"), mesh=(1, 1, 8), model__k=126)
@@ -249,6 +250,7 @@ def f32_run(data_dir, tmp_path_factory):
   return _losses(data_dir, tmp_path_factory.mktemp("f32"))
 
 
+@pytest.mark.slow
 def test_bf16_compute_tracks_f32_within_tolerance(data_dir, f32_run, tmp_path):
   ref, _ = f32_run
   got, state = _losses(data_dir, tmp_path, model__dtype="bfloat16")
@@ -264,6 +266,7 @@ def test_bf16_compute_tracks_f32_within_tolerance(data_dir, f32_run, tmp_path):
   assert dtypes == {np.dtype("float32")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("remat", ["full", "dots"])
 def test_remat_gives_the_same_losses(data_dir, f32_run, tmp_path, remat):
   ref, _ = f32_run

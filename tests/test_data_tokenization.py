@@ -79,6 +79,7 @@ def hf_dir(tmp_path_factory):
   return d
 
 
+@pytest.mark.slow
 def test_hf_tokenizer_json(hf_dir):
   tok = load_tokenizer(f"hf:{hf_dir}")
   assert tok.vocab_size <= 400

@@ -11,6 +11,9 @@ import pytest
 
 from ifp_jax.evals import suite
 
+# Every test here trains a model or spawns processes.
+pytestmark = pytest.mark.slow
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LIMITS = "perplexity:8,skills:1,math:1,humaneval:1,mmlu:1"
 

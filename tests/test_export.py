@@ -176,6 +176,7 @@ def probe_ids(src) -> np.ndarray:
 # --- trained checkpoint -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_full_export_matches_jax_logits(src, exported, probe_ids):
   out = exported["full"]
   index = json.loads((out / "model.safetensors.index.json").read_text())
@@ -187,6 +188,7 @@ def test_full_export_matches_jax_logits(src, exported, probe_ids):
   np.testing.assert_allclose(hf_logits(out, probe_ids), want, rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_pruned_export_matches_jax_logits_and_masked_model(src, exported, probe_ids):
   out = exported["pruned"]
   cfg = json.loads((out / "config.json").read_text())
@@ -207,6 +209,7 @@ def test_pruned_export_matches_jax_logits_and_masked_model(src, exported, probe_
   np.testing.assert_allclose(got, masked, rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_greedy_generations_identical_trained_run(src, exported):
   units = kept_units(
     src.ifp, src.params, src.tokenizer, [task_instruction(TASK)], src.max_prompt_len
@@ -218,6 +221,7 @@ def test_greedy_generations_identical_trained_run(src, exported):
   )
 
 
+@pytest.mark.slow
 def test_torch_predictor_selects_same_units(src, exported):
   sys.path.insert(0, str(exported["predictor"]))
   try:
@@ -249,6 +253,7 @@ def test_torch_predictor_selects_same_units(src, exported):
     torch.testing.assert_close(small(ids).logits, ref(ids).logits, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_hard_concrete_predictor_export(src, tmp_path):
   """hard_concrete eval = top-k of scores + hc_init_log_alpha: the offset travels in
   predictor_config.json and the torch predictor still picks JAX's units."""
@@ -271,6 +276,7 @@ def test_hard_concrete_predictor_export(src, tmp_path):
     export.export_pruned(hc, tmp_path / "hc_fold", tasks=[TASK], fold_soft_mask=True)
 
 
+@pytest.mark.slow
 def test_predictor_file_runs_without_ifp_jax(src, exported):
   """`python ifp_predictor.py DIR TEXT` in a clean environment where ifp_jax cannot import."""
   out = exported["predictor"]
@@ -303,6 +309,7 @@ def test_predictor_file_runs_without_ifp_jax(src, exported):
   np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.slow
 def test_fold_soft_mask_equals_soft_masked_model(src, tmp_path, probe_ids):
   out = export.export_pruned(src, tmp_path / "fold", tasks=["reverse"], fold_soft_mask=True)
   masks, scores = predict_masks(
@@ -314,6 +321,7 @@ def test_fold_soft_mask_equals_soft_masked_model(src, tmp_path, probe_ids):
   np.testing.assert_allclose(hf_logits(out, probe_ids), want, rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_sharded_checkpoint_exports_same_tensors(trained_run, src, exported, tmp_path):
   """Params restored over 8 devices (fsdp) are gathered leaf by leaf into the same files."""
   from ifp_jax.train import sharding
@@ -329,6 +337,7 @@ def test_sharded_checkpoint_exports_same_tensors(trained_run, src, exported, tmp
     np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
+@pytest.mark.slow
 def test_two_process_export_writes_same_tensors(trained_run, exported, tmp_path):
   """2 processes x 4 devices, params sharded over fsdp across both: leaves are all-gathered
   (process_allgather) one at a time and process 0 alone writes the same files."""
@@ -362,6 +371,7 @@ def test_two_process_export_writes_same_tensors(trained_run, exported, tmp_path)
   assert not list(tmp_path.glob("mp.tmp-*"))
 
 
+@pytest.mark.slow
 def test_bfloat16_export(src, exported, tmp_path):
   out = export.export_pruned(src, tmp_path / "bf16", tasks=[TASK], dtype="bfloat16")
   assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
@@ -375,6 +385,7 @@ def test_bfloat16_export(src, exported, tmp_path):
     torch.testing.assert_close(p1, p2.to(torch.bfloat16), rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_cli_multi_task_and_non_empty_out(trained_run, src, tmp_path):
   out = tmp_path / "tasks"
   cmd = [
@@ -407,6 +418,7 @@ def test_cli_multi_task_and_non_empty_out(trained_run, src, tmp_path):
 # --- errors and interruptions ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_non_uniform_k_is_an_error(src, tmp_path):
   n, f = src.ifp.llm.num_hidden_layers, src.ifp.llm.intermediate_size
   ragged = [list(range(10))] + [list(range(12))] * (n - 1)
@@ -423,6 +435,7 @@ def test_non_uniform_k_is_an_error(src, tmp_path):
   assert json.loads((out / "config.json").read_text())["intermediate_size"] == 16
 
 
+@pytest.mark.slow
 def test_tokenizer_mismatch_is_an_error(src, exported, tmp_path):
   with pytest.raises(export.TokenizerMismatchError, match="vocab_size"):
     export.export_full(src, tmp_path / "smol_tok", tokenizer_spec="smollm2")
@@ -441,6 +454,7 @@ def test_tokenizer_mismatch_is_an_error(src, exported, tmp_path):
   assert not list(tmp_path.glob("*.tmp-*"))
 
 
+@pytest.mark.slow
 def test_non_empty_out_needs_overwrite(src, tmp_path):
   out = tmp_path / "busy"
   out.mkdir()
@@ -452,6 +466,7 @@ def test_non_empty_out_needs_overwrite(src, tmp_path):
   assert not (out / "notes.txt").exists() and (out / export.COMPLETE_MARKER).is_file()
 
 
+@pytest.mark.slow
 def test_interrupted_export_leaves_nothing_complete(src, exported, tmp_path):
   def interrupt_after(n):
     seen = []
@@ -477,6 +492,7 @@ def test_interrupted_export_leaves_nothing_complete(src, exported, tmp_path):
   assert json.loads((old / "config.json").read_text())["intermediate_size"] == src.ifp.k
 
 
+@pytest.mark.slow
 def test_killed_export_leaves_nothing_complete(trained_run, tmp_path):
   """SIGKILL mid-write (no cleanup runs): OUT does not exist; only a partial .tmp- dir does."""
   out = tmp_path / "killed"
@@ -508,6 +524,7 @@ def test_killed_export_leaves_nothing_complete(trained_run, tmp_path):
 # --- lm-eval ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_lm_eval_runs_offline_on_pruned_export(src, exported, tmp_path):
   """lm_eval (subprocess, offline, temp HF_HOME) on the pruned export with tests/lm_eval_task;
   its per-choice log-likelihoods equal our JAX pruned model's."""

@@ -32,6 +32,9 @@ from ifp_jax.train.checkpointing import Checkpointer
 from ifp_jax.train.state import abstract_state
 from ifp_jax.train.trainer import Trainer
 
+# Every test here trains a model or spawns processes.
+pytestmark = pytest.mark.slow
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MESH = (8, 1, 1)
 STEPS = {"cpt": 3, "sft": 3}

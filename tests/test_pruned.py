@@ -9,6 +9,9 @@ from ifp_jax.infer import instruction_masks as instruct_masks
 from ifp_jax.infer import run_loader
 from ifp_jax.infer.pruned import PrunedRunner, cut_at_stop
 
+# Every test here trains a model or spawns processes.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def run(trained_run):

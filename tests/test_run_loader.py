@@ -7,6 +7,9 @@ import pytest
 from ifp_jax.infer import run_loader
 from ifp_jax.train.checkpointing import Checkpointer
 
+# Every test here trains a model or spawns processes.
+pytestmark = pytest.mark.slow
+
 
 def test_load_run_matches_checkpoint(trained_run):
   run = run_loader.load_run(trained_run)

@@ -125,6 +125,7 @@ def test_greedy_20_tokens_equal_transformers(ours, hf_model, prompt_ids):
   assert got[2][-1] == EOS and "Paris" in answer
 
 
+@pytest.mark.slow
 def test_convert_cli_writes_hf_dir_equal_to_transformers_gguf_import(
   hf_model, hf_tokenizer, prompt_ids, texts, tmp_path
 ):

@@ -10,6 +10,9 @@ from ifp_jax.train import checkpointing, sharding
 from ifp_jax.train.state import BATCH_NDIMS, abstract_state, compile_steps
 from ifp_jax.train.trainer import Trainer
 
+# Every test here trains a model or spawns processes.
+pytestmark = pytest.mark.slow
+
 SAVE_MESH, RESTORE_MESH = (1, 8, 1), (2, 2, 2)
 STEPS = 2
 

@@ -9,6 +9,9 @@ from train_utils import read_metrics, shared_data_dir, small_config
 
 from ifp_jax.train.trainer import Trainer
 
+# Every test here trains a model or spawns processes.
+pytestmark = pytest.mark.slow
+
 D_FF = 384  # configs/tiny.py
 
 

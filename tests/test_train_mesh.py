@@ -17,6 +17,9 @@ from train_utils import assert_close_rel, read_metrics, shared_data_dir, small_c
 
 from ifp_jax.train.trainer import Trainer
 
+# Every test here trains a model or spawns processes.
+pytestmark = pytest.mark.slow
+
 STEPS = {"cpt": 3, "sft": 3}
 MESHES = [(8, 1, 1), (1, 8, 1), (2, 2, 2), (1, 4, 2)]
 

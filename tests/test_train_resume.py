@@ -14,6 +14,9 @@ import train_utils as tu
 from ifp_jax.train.checkpointing import Checkpointer
 from ifp_jax.train.trainer import Trainer
 
+# Every test here trains a model or spawns processes.
+pytestmark = pytest.mark.slow
+
 STEPS = {"cpt__steps": 8, "sft__steps": 3}
 TOTAL = sum(STEPS.values())
 TIMEOUT = 240  # seconds per subprocess (a run takes ~20 s on 2 idle cores)

@@ -6,7 +6,11 @@ cores). Only the TFDS data dir is redirected to the test session's temp dir.
 
 import json
 
+import pytest
 from train_utils import read_metrics, run_train, shared_data_dir
+
+# Every test here trains a model or spawns processes.
+pytestmark = pytest.mark.slow
 
 TIMEOUT = 1200  # seconds; a hung run fails instead of blocking CI
 
