@@ -51,6 +51,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from ifp_jax.data import packing  # noqa: E402
+from ifp_jax.data.batch import FIELD_NAMES  # noqa: E402
 from ifp_jax.data.tokenization import load_tokenizer  # noqa: E402
 from ifp_jax.io import hf as hf_io  # noqa: E402
 from ifp_jax.model.config import LlamaConfig  # noqa: E402
@@ -116,7 +117,7 @@ def cpt_batch(vocab: int, batch: int, seq: int, num_chunks: int, seed: int = 0) 
   """Random token rows routed exactly as the CPT pipeline routes them."""
   rows = np.random.default_rng(seed).integers(3, vocab, (batch, seq + 1))
   examples = [packing.route_cpt_row(r, num_chunks) for r in rows]
-  return {k: np.stack([e[k] for e in examples]) for k in BATCH_NDIMS}
+  return {k: np.stack([e[k] for e in examples]) for k in FIELD_NAMES}
 
 
 class JaxVariant:

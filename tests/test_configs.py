@@ -46,7 +46,7 @@ def test_config_loads_builds_and_fits_its_mesh(name, recipe):
   tok = load_tokenizer(config.data.tokenizer)
   ifp, _ = resolve_models(config, tok)
   assert ifp.llm.vocab_size >= tok.vocab_size
-  assert ifp.mask_kind == "none" or 1 <= ifp.k < ifp.llm.intermediate_size
+  assert not ifp.has_masks or 1 <= ifp.k < ifp.llm.intermediate_size
   r = module.RECIPES[recipe] if recipe else {}
   # The documented target: the recipe's devices and processes; else this test session's 8.
   devices = r.get("devices", len(jax.devices()))

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from ifp_jax.data import pipeline
+from ifp_jax.data.batch import FIELD_NAMES
 from ifp_jax.data.pipeline import build_iterator, default_data_config, source_config
 from ifp_jax.data.tokenization import ByteTokenizer
 
 TOK = ByteTokenizer()
-KEYS = {"input_ids", "targets", "loss_weights", "predictor_ids", "predictor_lengths", "mask_index"}
+KEYS = set(FIELD_NAMES)
 
 
 @pytest.fixture(scope="module")

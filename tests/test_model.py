@@ -6,10 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ifp_jax.data.batch import ModelInputs
 from ifp_jax.model import gather, masking
 from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
 from ifp_jax.model.decoder import Decoder, KVCache
-from ifp_jax.model.ifp_model import IFPConfig, IFPModel, init_params
+from ifp_jax.model.ifp_model import IFPConfig, IFPModel, init_params, mask_kind
 from ifp_jax.model.predictor import SparsityPredictor, backbone_from_llm
 
 LLM = LlamaConfig(
@@ -157,7 +158,7 @@ def test_backbone_from_llm_equals_first_layers():
 def test_ifp_model_mask_kinds(kind):
   cfg = IFPConfig(
     llm=LLM,
-    predictor=PRED if kind in ("soft_topk", "hard_concrete") else None,
+    predictor=PRED if mask_kind(kind).uses_predictor else None,
     head=PredictorHeadConfig(hidden=16, out_init_std=1.0),
     mask_kind=kind,
     k=16,
@@ -168,10 +169,11 @@ def test_ifp_model_mask_kinds(kind):
   x = ids(2, 10)
   pids, plen = x[:, None, :6], jnp.full((2, 1), 6)
   model = IFPModel(cfg)
+  inputs = ModelInputs(input_ids=x, predictor_ids=pids, predictor_lengths=plen)
   train = model.apply(
-    {"params": params}, x, pids, plen, deterministic=False, rngs={"mask": jax.random.key(1)}
+    {"params": params}, inputs, deterministic=False, rngs={"mask": jax.random.key(1)}
   )
-  evals = model.apply({"params": params}, x, pids, plen, deterministic=True)
+  evals = model.apply({"params": params}, inputs, deterministic=True)
   assert train.logits.shape == evals.logits.shape == (2, 10, 64)
   if kind == "none":
     assert evals.masks.masks is None
@@ -199,9 +201,10 @@ def test_soft_topk_model_gradients_reach_predictor_and_llm():
   x = ids(2, 10)
 
   def loss(p):
-    out = IFPModel(cfg).apply(
-      {"params": p}, x, x[:, None, :5], jnp.full((2, 1), 5), deterministic=False
+    inputs = ModelInputs(
+      input_ids=x, predictor_ids=x[:, None, :5], predictor_lengths=jnp.full((2, 1), 5)
     )
+    out = IFPModel(cfg).apply({"params": p}, inputs, deterministic=False)
     return jnp.mean(out.logits**2)
 
   g = jax.grad(loss)(params)

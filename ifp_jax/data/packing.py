@@ -25,9 +25,11 @@ from typing import Any
 import grain
 import numpy as np
 
+from ifp_jax.data.batch import example
+
 
 def route_cpt_row(row: np.ndarray, num_chunks: int) -> dict[str, np.ndarray]:
-  """A packed row [T+1] -> one CPT example (see module docstring for the fields)."""
+  """A packed row [T+1] -> one CPT example (fields: data/batch.py; routing: module docstring)."""
   row = np.asarray(row, np.int32)
   seq_len = row.shape[0] - 1
   if num_chunks < 2 or seq_len % num_chunks:
@@ -36,14 +38,14 @@ def route_cpt_row(row: np.ndarray, num_chunks: int) -> dict[str, np.ndarray]:
   targets = row[1:]
   loss_weights = np.ones(seq_len, np.float32)
   loss_weights[:p] = 0.0
-  return {
-    "input_ids": row[:-1].copy(),
-    "targets": targets.copy(),
-    "loss_weights": loss_weights,
-    "predictor_ids": targets.reshape(num_chunks, p)[:-1].copy(),
-    "predictor_lengths": np.full(num_chunks - 1, p, np.int32),
-    "mask_index": np.maximum(np.arange(seq_len, dtype=np.int32) // p - 1, 0).astype(np.int32),
-  }
+  return example(
+    input_ids=row[:-1].copy(),
+    targets=targets.copy(),
+    loss_weights=loss_weights,
+    predictor_ids=targets.reshape(num_chunks, p)[:-1].copy(),
+    predictor_lengths=np.full(num_chunks - 1, p, np.int32),
+    mask_index=np.maximum(np.arange(seq_len, dtype=np.int32) // p - 1, 0).astype(np.int32),
+  )
 
 
 class _PackIterator(grain.DatasetIterator):

@@ -1,15 +1,7 @@
 """The trainer's data entry point: `default_data_config()` and `build_iterator(...)`.
 
-Batch format (host-local numpy, the same dict for CPT and SFT; B = per-host batch size,
-T = seq_len, C = predictor inputs per row, P = predictor input length):
-  input_ids          [B, T]    int32    LLM input tokens (pad_id past the end)
-  targets            [B, T]    int32    next tokens: targets[:, t] = token after input_ids[:, t]
-  loss_weights       [B, T]    float32  1 where the loss counts, else 0
-  predictor_ids      [B, C, P] int32    predictor inputs, right-padded with pad_id
-  predictor_lengths  [B, C]    int32    valid tokens per predictor input (>= 1)
-  mask_index         [B, T]    int32    in [0, C): whose predicted mask the LLM uses at input t
-Padding is marked by `loss_weights` and `predictor_lengths` only: never test ``ids == pad_id``
-(SmolLM2's pad id is `<|im_end|>`, a real token).
+Batch format: a dict of host-local numpy arrays, the same for CPT and SFT, laid out as
+`ifp_jax/data/batch.py` FIELDS says (B = per-host batch size; names, shapes, dtypes, pad values).
 CPT (`packing.py`): C = num_chunks - 1, P = T / num_chunks, loss zero on the first chunk, mask of
 chunk j used on chunk j+1. SFT (`sft.py`): C = 1, P = max_prompt_len, mask_index = 0, loss on
 assistant output tokens only.
@@ -34,6 +26,7 @@ import ml_collections
 import numpy as np
 
 from ifp_jax.data import builders, packing, sft
+from ifp_jax.data.batch import pad_rows
 from ifp_jax.data.tokenization import Tokenizer
 
 CPT_KINDS = ("text", "tfds")
@@ -189,18 +182,7 @@ class DataIterator:
 
   def _pad(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Last partial batch of a finite iterator: filler rows with zero loss."""
-    n = self._batch_size - batch["input_ids"].shape[0]
-    fill = {
-      "input_ids": self._pad_id,
-      "targets": self._pad_id,
-      "loss_weights": 0,
-      "predictor_ids": self._pad_id,
-      "predictor_lengths": 1,
-      "mask_index": 0,
-    }
-    return {
-      k: np.concatenate([v, np.full((n, *v.shape[1:]), fill[k], v.dtype)]) for k, v in batch.items()
-    }
+    return pad_rows(batch, self._batch_size, self._pad_id)
 
   def get_state(self) -> dict[str, Any]:
     return json.loads(

@@ -21,6 +21,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ifp_jax.data.batch import example
 from ifp_jax.data.tokenization import Tokenizer
 
 TRUNCATION_POLICIES = ("left_prompt", "right")
@@ -69,8 +70,9 @@ def format_sft(
   max_prompt_len: int,
   policy: str = "left_prompt",
 ) -> dict[str, np.ndarray]:
-  """One SFT example: input_ids/targets/loss_weights/mask_index [T], predictor_ids [1, P],
-  predictor_lengths [1], and counters `_truncated`, `_prompt_truncated`, `_no_loss` (int32)."""
+  """One SFT example (data/batch.py fields): input_ids/targets/loss_weights/mask_index [T],
+  predictor_ids [1, P], predictor_lengths [1], and counters `_truncated`, `_prompt_truncated`,
+  `_no_loss` (int32)."""
   ids, is_output = encode_conversation(tok, messages)
   ids, is_output, truncated = truncate(ids, is_output, seq_len + 1, policy)
   n = len(ids) - 1
@@ -84,14 +86,14 @@ def format_sft(
   predictor_ids = np.full((1, max_prompt_len), tok.pad_id, np.int32)
   kept = prompt[:max_prompt_len]
   predictor_ids[0, : len(kept)] = kept
-  return {
-    "input_ids": input_ids,
-    "targets": targets,
-    "loss_weights": loss_weights,
-    "predictor_ids": predictor_ids,
-    "predictor_lengths": np.array([len(kept)], np.int32),
-    "mask_index": np.zeros(seq_len, np.int32),
-    "_truncated": np.int32(truncated),
-    "_prompt_truncated": np.int32(len(prompt) > max_prompt_len),
-    "_no_loss": np.int32(not loss_weights.any()),
-  }
+  return example(
+    input_ids=input_ids,
+    targets=targets,
+    loss_weights=loss_weights,
+    predictor_ids=predictor_ids,
+    predictor_lengths=np.array([len(kept)], np.int32),
+    mask_index=np.zeros(seq_len, np.int32),
+    _truncated=np.int32(truncated),
+    _prompt_truncated=np.int32(len(prompt) > max_prompt_len),
+    _no_loss=np.int32(not loss_weights.any()),
+  )

@@ -56,8 +56,8 @@ def _chunk_masks_fn(ifp: IFPConfig):
       IFPModel(ifp)
       .apply(
         {"params": params},
-        predictor_ids,
-        predictor_lengths,
+        predictor_ids=predictor_ids,
+        predictor_lengths=predictor_lengths,
         batch=predictor_ids.shape[0],
         deterministic=True,
         method=IFPModel.masks,
@@ -111,7 +111,7 @@ def _masks(
   """(ffn_masks [B, C, L, F] / [B, L, F] or None, mask_index or None) for this variant."""
   runner, run = ctx.runner, ctx.runner.run
   ifp = run.ifp
-  if runner.mode == "full" or ifp.mask_kind == "none":
+  if runner.mode == "full" or not ifp.has_masks:
     return None, None
   b = batch["input_ids"].shape[0]
   if runner.mode == "per_task" or not ifp.uses_predictor:

@@ -33,6 +33,7 @@ from ifp_jax.evals import (
   skill_suite,
 )
 from ifp_jax.infer import run_loader
+from ifp_jax.model.ifp_model import mask_kind
 
 BENCHMARKS = {m.NAME: m for m in (perplexity, skill_suite, math_gym, humaneval, mmlu)}
 DEFAULT_BENCHMARKS = tuple(BENCHMARKS)
@@ -80,7 +81,14 @@ def parse_limits(spec: str | None, benchmarks: Sequence[str]) -> dict[str, int |
 def parse_variants(spec: str | None, main_kind: str) -> list[tuple[str, str | None, str | None]]:
   """[(name, baseline workdir or None, mode or None (= from the baseline's mask kind))]."""
   if not spec:
-    spec = {"none": "full", "static": "full,per_task"}.get(main_kind, "full,per_input,per_task")
+    kind = mask_kind(main_kind)
+    spec = (
+      "full"
+      if not kind.has_masks
+      else "full,per_input,per_task"
+      if kind.uses_predictor
+      else "full,per_task"
+    )
   out: list[tuple[str, str | None, str | None]] = []
   for item in [s.strip() for s in spec.split(",") if s.strip()]:
     if item in MODES:
@@ -110,7 +118,9 @@ def parse_variants(spec: str | None, main_kind: str) -> list[tuple[str, str | No
 
 
 def baseline_mode(run: Any) -> str:
-  return {"none": "full", "static": "per_task"}.get(run.ifp.mask_kind, "per_input")
+  """A run's own mask mode: dense -> full; a mask without predictor -> per_task; else per_input."""
+  kind = run.ifp.kind
+  return "full" if not kind.has_masks else "per_input" if kind.uses_predictor else "per_task"
 
 
 def variant_info(run: Any, mode: str) -> dict[str, Any]:
@@ -184,7 +194,7 @@ def evaluate(
   out_dir = pathlib.Path(out_dir) if out_dir else main.workdir / "eval"
   out_dir.mkdir(parents=True, exist_ok=True)
 
-  do_analysis = analysis and main.ifp.mask_kind != "none"
+  do_analysis = analysis and main.ifp.has_masks
   progress = common.Progress(len(runners) * len(names) + int(do_analysis), stream)
   cache: dict = {}
   results: dict[str, dict[str, Any]] = {}

@@ -71,8 +71,8 @@ def _masks_fn(ifp: IFPConfig):
   def fn(params, ids, lengths):
     out = IFPModel(ifp).apply(
       {"params": params},
-      ids,
-      lengths,
+      predictor_ids=ids,
+      predictor_lengths=lengths,
       batch=ids.shape[0],
       deterministic=True,
       method=IFPModel.masks,
@@ -89,7 +89,7 @@ def predict_masks(
 
   A `static` run gives its one learned mask for every instruction (the model ignores the ids).
   """
-  if ifp.mask_kind == "none":
+  if not ifp.has_masks:
     raise ValueError("this run has mask_kind='none' (a dense model): nothing to predict")
   ids, lengths = encode_instructions(tokenizer, texts, max_len)
   masks, scores = _masks_fn(ifp)(params, jnp.asarray(ids), jnp.asarray(lengths))

@@ -119,7 +119,7 @@ class PrunedRunner:
   def __init__(self, run: LoadedRun, mode: str = "per_input"):
     if mode not in MODES:
       raise ValueError(f"mode={mode!r}; expected one of {MODES}")
-    if mode != "full" and run.ifp.mask_kind == "none":
+    if mode != "full" and not run.ifp.has_masks:
       raise ValueError(
         f"{run.workdir} is a dense run (mask_kind='none'): only mode 'full' applies, not {mode!r}"
       )

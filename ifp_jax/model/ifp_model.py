@@ -7,6 +7,8 @@ Mask kinds (`IFPConfig.mask_kind`):
                  Lagrangian term); eval: the k largest log-alphas per layer.
   static         one learned log-alpha [L, d_ff] for all inputs (the static pruning baseline).
   none           dense model, no predictor.
+What each kind uses (masks at all, a predictor, HardConcrete gates) is `MASK_KIND_TABLE`: code
+asks `IFPConfig.has_masks / uses_predictor / hard_concrete`, never a list of kind names.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from ifp_jax.data.batch import Batch, ModelInputs
 from ifp_jax.model import masking
 from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
 from ifp_jax.model.decoder import Decoder, KVCache
@@ -26,7 +29,35 @@ from ifp_jax.model.layers import constrain
 from ifp_jax.model.predictor import SparsityPredictor
 
 Array = jax.Array
-MASK_KINDS = ("soft_topk", "hard_concrete", "static", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskKind:
+  """What a mask kind is made of; the one place code asks "which kinds do X"."""
+
+  name: str
+  has_masks: bool  # False: dense model, no FFN masks at all
+  uses_predictor: bool  # masks depend on the input: predictor backbone + head
+  hard_concrete: bool  # HardConcrete gates: log-alphas, sampled in training, Lagrangian budget
+
+
+MASK_KIND_TABLE: dict[str, MaskKind] = {
+  k.name: k
+  for k in (
+    MaskKind("soft_topk", has_masks=True, uses_predictor=True, hard_concrete=False),
+    MaskKind("hard_concrete", has_masks=True, uses_predictor=True, hard_concrete=True),
+    MaskKind("static", has_masks=True, uses_predictor=False, hard_concrete=True),
+    MaskKind("none", has_masks=False, uses_predictor=False, hard_concrete=False),
+  )
+}
+MASK_KINDS = tuple(MASK_KIND_TABLE)
+
+
+def mask_kind(name: str) -> MaskKind:
+  """The table row of mask kind `name`; ValueError for an unknown one."""
+  if name not in MASK_KIND_TABLE:
+    raise ValueError(f"mask_kind={name!r}; expected one of {MASK_KINDS}")
+  return MASK_KIND_TABLE[name]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,12 +72,11 @@ class IFPConfig:
   hc_init_log_alpha: float = 2.0
 
   def __post_init__(self):
-    if self.mask_kind not in MASK_KINDS:
-      raise ValueError(f"mask_kind={self.mask_kind!r}; expected one of {MASK_KINDS}")
+    kind = mask_kind(self.mask_kind)
     f = self.llm.intermediate_size
-    if self.mask_kind != "none" and not 1 <= self.k <= f:
+    if kind.has_masks and not 1 <= self.k <= f:
       raise ValueError(f"k={self.k} must be in [1, d_ff={f}]")
-    if self.mask_kind in ("soft_topk", "hard_concrete") and self.predictor is None:
+    if kind.uses_predictor and self.predictor is None:
       raise ValueError(f"mask_kind={self.mask_kind!r} needs a predictor backbone config")
     if self.predictor is not None and self.predictor.vocab_size != self.llm.vocab_size:
       raise ValueError(
@@ -57,8 +87,20 @@ class IFPConfig:
       raise ValueError(f"eps={self.eps} must be > 0")
 
   @property
+  def kind(self) -> MaskKind:
+    return MASK_KIND_TABLE[self.mask_kind]
+
+  @property
   def uses_predictor(self) -> bool:
-    return self.mask_kind in ("soft_topk", "hard_concrete")
+    return self.kind.uses_predictor
+
+  @property
+  def has_masks(self) -> bool:
+    return self.kind.has_masks
+
+  @property
+  def hard_concrete(self) -> bool:
+    return self.kind.hard_concrete
 
   @property
   def target_sparsity(self) -> float:
@@ -89,7 +131,7 @@ class IFPModel(nn.Module):
       self.predictor = SparsityPredictor(
         cfg.predictor, cfg.head, cfg.llm.num_hidden_layers, cfg.llm.intermediate_size
       )
-    if cfg.mask_kind == "static":
+    if cfg.has_masks and not cfg.uses_predictor:  # static: one learned log-alpha table
       shape = (cfg.llm.num_hidden_layers, cfg.llm.intermediate_size)
       init = lambda rng, s: jnp.full(s, cfg.hc_init_log_alpha) + 0.01 * jax.random.normal(rng, s)  # noqa: E731
       self.static_log_alpha = self.param(
@@ -113,9 +155,9 @@ class IFPModel(nn.Module):
     """Per-layer FFN masks. Training HardConcrete draws noise from the 'mask' rng stream."""
     cfg = self.cfg
     k = cfg.k
-    if cfg.mask_kind == "none":
+    if not cfg.has_masks:
       return MaskOutput(None, None, None)
-    if cfg.mask_kind == "static":
+    if not cfg.uses_predictor:  # static: one learned log-alpha for all inputs
       log_alpha = jnp.broadcast_to(
         self.static_log_alpha, (batch or 1, 1) + self.static_log_alpha.shape
       )
@@ -126,14 +168,14 @@ class IFPModel(nn.Module):
         predictor_ids, predictor_lengths = predictor_ids[:, None], predictor_lengths[:, None]
       log_alpha = self.scores(predictor_ids, predictor_lengths)
     expected = None
-    if cfg.mask_kind == "soft_topk":
+    if not cfg.hard_concrete:  # soft_topk
       masks = (
         masking.hard_topk(log_alpha, k)
         if deterministic
         else masking.soft_topk_mask(log_alpha, k, cfg.eps)
       )
     else:
-      if cfg.mask_kind == "hard_concrete":
+      if cfg.uses_predictor:  # predictor scores are offsets from the initial log-alpha
         log_alpha = log_alpha + cfg.hc_init_log_alpha
       expected = jnp.mean(masking.expected_sparsity(log_alpha))
       masks = (
@@ -146,34 +188,36 @@ class IFPModel(nn.Module):
 
   def __call__(
     self,
-    input_ids: Array,
-    predictor_ids: Array | None = None,
-    predictor_lengths: Array | None = None,
-    mask_index: Array | None = None,
+    inputs: ModelInputs | Batch,
     *,
     deterministic: bool = True,
     ffn_masks: Array | None = None,
     **decoder_kw,
   ) -> IFPOutput:
-    """input_ids [B, T]; predictor_ids [B, C, P] or [B, P]; mask_index [B, T] in [0, C).
+    """inputs by name (data/batch.py): input_ids [B, T]; predictor_ids [B, C, P] or [B, P],
+    predictor_lengths [B, C] or [B]; mask_index [B, T] in [0, C). A `Batch` works as is.
 
     `ffn_masks` [B, (C,) L, F] overrides the predicted masks (e.g. cached per-task masks).
     """
+    input_ids = inputs.input_ids
     if ffn_masks is None:
       mask_out = self.masks(
-        predictor_ids, predictor_lengths, batch=input_ids.shape[0], deterministic=deterministic
+        inputs.predictor_ids,
+        inputs.predictor_lengths,
+        batch=input_ids.shape[0],
+        deterministic=deterministic,
       )
     else:
       mask_out = MaskOutput(ffn_masks, None, None)
-    out = self.llm(input_ids, ffn_masks=mask_out.masks, mask_index=mask_index, **decoder_kw)
+    out = self.llm(input_ids, ffn_masks=mask_out.masks, mask_index=inputs.mask_index, **decoder_kw)
     return IFPOutput(logits=out.logits, masks=mask_out, cache=out.cache)
 
 
 def init_params(cfg: IFPConfig, rng: Array, seq_len: int = 8, prompt_len: int = 8) -> Any:
   """Boxed (logically partitioned) params; use `jax.eval_shape` on it for abstract trees."""
-  ids = jnp.zeros((1, seq_len), jnp.int32)
-  pids = jnp.zeros((1, 1, prompt_len), jnp.int32)
-  plen = jnp.ones((1, 1), jnp.int32)
-  return IFPModel(cfg).init({"params": rng, "mask": rng}, ids, pids, plen, deterministic=True)[
-    "params"
-  ]
+  inputs = ModelInputs(
+    input_ids=jnp.zeros((1, seq_len), jnp.int32),
+    predictor_ids=jnp.zeros((1, 1, prompt_len), jnp.int32),
+    predictor_lengths=jnp.ones((1, 1), jnp.int32),
+  )
+  return IFPModel(cfg).init({"params": rng, "mask": rng}, inputs, deterministic=True)["params"]

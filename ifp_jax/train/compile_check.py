@@ -20,6 +20,7 @@ so the XLA:CPU in-loop collective deadlock that `sharding.cpu_safe_unroll` avoid
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import pathlib
 import tempfile
@@ -29,6 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ifp_jax.data import batch as batch_layout
 from ifp_jax.train import sharding, validate
 from ifp_jax.train.state import BATCH_NDIMS, abstract_state, compile_steps
 
@@ -90,7 +92,7 @@ def count(tree: Any) -> int:
 
 
 def abstract_batch(config, stage: str, mesh) -> dict[str, jax.ShapeDtypeStruct]:
-  """The trainer's global batch for `stage` as ShapeDtypeStructs (ifp_jax/data/pipeline.py)."""
+  """The trainer's global batch for `stage` as ShapeDtypeStructs (ifp_jax/data/batch.py)."""
   b, t = int(config.train.batch_size), int(config.train.seq_len)
   if stage == "cpt":
     c, p = int(config.data.num_chunks) - 1, t // int(config.data.num_chunks)
@@ -98,19 +100,9 @@ def abstract_batch(config, stage: str, mesh) -> dict[str, jax.ShapeDtypeStruct]:
     c, p = 1, int(config.data.max_prompt_len)
   else:
     raise ValueError(f"stage must be 'cpt' or 'sft', got {stage!r}")
-  shapes = {
-    "input_ids": ((b, t), jnp.int32),
-    "targets": ((b, t), jnp.int32),
-    "loss_weights": ((b, t), jnp.float32),
-    "predictor_ids": ((b, c, p), jnp.int32),
-    "predictor_lengths": ((b, c), jnp.int32),
-    "mask_index": ((b, t), jnp.int32),
-  }
-  assert set(shapes) == set(BATCH_NDIMS)
-  return {
-    k: jax.ShapeDtypeStruct(s, d, sharding=sharding.batch_sharding(mesh, len(s)))
-    for k, (s, d) in shapes.items()
-  }
+  return batch_layout.abstract(
+    {"B": b, "T": t, "C": c, "P": p}, functools.partial(sharding.batch_sharding, mesh)
+  )
 
 
 def compile_train_step(config, *, stage: str = "cpt", process_count: int = 1) -> Report:

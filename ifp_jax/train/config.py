@@ -8,7 +8,7 @@ import ml_collections
 
 from ifp_jax.data.pipeline import default_data_config
 from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
-from ifp_jax.model.ifp_model import IFPConfig
+from ifp_jax.model.ifp_model import IFPConfig, mask_kind
 
 
 def llama_fields(**overrides) -> ml_collections.ConfigDict:
@@ -80,7 +80,7 @@ def build_ifp_config(
 ) -> IFPConfig:
   m = c.model
   numerics = dict(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat)
-  uses_predictor = m.mask_kind in ("soft_topk", "hard_concrete")
+  uses_predictor = mask_kind(m.mask_kind).uses_predictor
   return IFPConfig(
     llm=llm.replace(**numerics),
     predictor=predictor.replace(**numerics) if (predictor and uses_predictor) else None,

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import optax
 
+from ifp_jax.data import batch as batch_layout
 from ifp_jax.model.ifp_model import IFPConfig, init_params
 from ifp_jax.train import sharding
 from ifp_jax.train.step import (
@@ -109,11 +110,4 @@ def compile_steps(
   return train, evaluate
 
 
-BATCH_NDIMS = {
-  "input_ids": 2,
-  "targets": 2,
-  "loss_weights": 2,
-  "predictor_ids": 3,
-  "predictor_lengths": 2,
-  "mask_index": 2,
-}
+BATCH_NDIMS = batch_layout.NDIMS  # rank of every batch field (ifp_jax/data/batch.py)

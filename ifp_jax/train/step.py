@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 
+from ifp_jax.data.batch import Batch
 from ifp_jax.model import masking
 from ifp_jax.model.ifp_model import IFPConfig, IFPModel
 from ifp_jax.train.losses import weighted_cross_entropy
@@ -42,6 +43,11 @@ class StepConfig:
   seed: int = 0
 
 
+def _as_batch(batch: Batch | Mapping[str, Array]) -> Batch:
+  # The host iterator yields dicts (Grain batches dicts); the step reads fields by name.
+  return batch if isinstance(batch, Batch) else Batch.from_dict(batch)
+
+
 def _group_norm(grads: Any, group: str) -> Array:
   sub = grads["model"].get(group) if group != "lagrange" else grads["lagrange"]
   return optax.global_norm(sub) if sub is not None else jnp.zeros(())
@@ -49,31 +55,25 @@ def _group_norm(grads: Any, group: str) -> Array:
 
 def train_step(
   state: TrainState,
-  batch: dict[str, Array],
+  batch: Batch | Mapping[str, Array],
   *,
   cfg: StepConfig,
   tx: optax.GradientTransformation,
   lr_fns: dict[str, Callable],
 ) -> tuple[TrainState, dict[str, Array]]:
-  """batch: input_ids/targets/loss_weights [B, T], predictor_ids [B, C, P],
-  predictor_lengths [B, C], mask_index [B, T] (see ifp_jax.data)."""
+  """batch: a `Batch` or the pipeline's dict of its fields (layout: ifp_jax/data/batch.py)."""
   ifp = cfg.ifp
   model = IFPModel(ifp)
+  batch = _as_batch(batch)
   rng = jax.random.fold_in(jax.random.key(cfg.seed), state.step)
-  hc = ifp.mask_kind in ("hard_concrete", "static")
+  hc = ifp.hard_concrete
   target = masking.target_sparsity(state.step, ifp.target_sparsity, cfg.target_warmup_steps)
 
   def loss_fn(params):
     out = model.apply(
-      {"params": params["model"]},
-      batch["input_ids"],
-      batch["predictor_ids"],
-      batch["predictor_lengths"],
-      batch["mask_index"],
-      deterministic=False,
-      rngs={"mask": rng},
+      {"params": params["model"]}, batch.model_inputs(), deterministic=False, rngs={"mask": rng}
     )
-    ce, tokens = weighted_cross_entropy(out.logits, batch["targets"], batch["loss_weights"])
+    ce, tokens = weighted_cross_entropy(out.logits, batch.targets, batch.loss_weights)
     aux = {"ce": ce, "tokens": tokens}
     loss = ce
     if hc:
@@ -106,15 +106,13 @@ def train_step(
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def eval_step(params: Any, batch: dict[str, Array], *, cfg: StepConfig) -> dict[str, Array]:
+def eval_step(
+  params: Any, batch: Batch | Mapping[str, Array], *, cfg: StepConfig
+) -> dict[str, Array]:
   """Loss with deterministic (hard top-k) masks: what pruned inference computes."""
+  batch = _as_batch(batch)
   out = IFPModel(cfg.ifp).apply(
-    {"params": params["model"]},
-    batch["input_ids"],
-    batch["predictor_ids"],
-    batch["predictor_lengths"],
-    batch["mask_index"],
-    deterministic=True,
+    {"params": params["model"]}, batch.model_inputs(), deterministic=True
   )
-  ce, tokens = weighted_cross_entropy(out.logits, batch["targets"], batch["loss_weights"])
+  ce, tokens = weighted_cross_entropy(out.logits, batch.targets, batch.loss_weights)
   return {"ce": ce, "tokens": tokens}

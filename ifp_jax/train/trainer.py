@@ -331,4 +331,4 @@ class _Scope:
 
 
 def kept_fraction(ifp: IFPConfig) -> float:
-  return 1.0 if ifp.mask_kind == "none" else ifp.k / ifp.llm.intermediate_size
+  return ifp.k / ifp.llm.intermediate_size if ifp.has_masks else 1.0

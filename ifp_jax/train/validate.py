@@ -149,7 +149,7 @@ def check(
     _check_decoder(pred, ifp.predictor, prefix, note, sizes, vocab=False)  # vocab = the LLM's
     known = {p.field for p in problems}
     problems += [p for p in pred if p.field not in known]  # predictor = LLM layers: say it once
-  if ifp.mask_kind != "none":
+  if ifp.has_masks:
     _divides(
       problems,
       "model.k",

@@ -151,9 +151,9 @@ def select_units(
 ) -> tuple[np.ndarray, np.ndarray | None]:
   """JAX predictor: kept units [B, L, k] per instruction (+ soft mask values [B, L, k])."""
   ifp = src.ifp
-  if ifp.mask_kind == "none":
+  if not ifp.has_masks:
     raise ExportError("this run is dense (mask_kind='none'): nothing to prune; use --what=full")
-  if fold_soft_mask and ifp.mask_kind != "soft_topk":
+  if fold_soft_mask and ifp.hard_concrete:
     raise ExportError(
       f"--fold_soft_mask needs mask_kind='soft_topk' (SoftTopK values); this run "
       f"has {ifp.mask_kind!r}, whose eval masks are binary"
@@ -307,7 +307,7 @@ def export_predictor(
         "k": ifp.k,
         "mask_kind": ifp.mask_kind,
         "eps": ifp.eps,
-        "score_offset": ifp.hc_init_log_alpha if ifp.mask_kind == "hard_concrete" else 0.0,
+        "score_offset": ifp.hc_init_log_alpha if ifp.hard_concrete else 0.0,
         "head_hidden": ifp.head.hidden,
         "head_activation": ifp.head.activation,
         "max_prompt_len": src.max_prompt_len,
