@@ -15,6 +15,7 @@ from train_utils import REPO
 from ifp_jax.data import builders, pipeline
 from ifp_jax.data.pipeline import build_iterator, source_config
 from ifp_jax.data.tokenization import ByteTokenizer
+from ifp_jax.train import heldout
 
 TOK = ByteTokenizer()
 
@@ -194,3 +195,23 @@ def test_replay_mixes_cpt_rows_into_sft_and_resumes_exactly(docs):
   bad.sft.sources = {"replay": source_config("text", [str(docs / "docs.jsonl")])}
   with pytest.raises(ValueError, match="num_chunks == 2"):
     build_iterator(bad, TOK, kind="sft", seq_len=32, batch_size=4)
+
+
+def test_held_out_sample_is_fixed_and_bounded(docs):
+  cfg = _data_cfg(docs)
+  cfg.cpt.sources = {
+    "d": source_config("text", [str(docs / "docs.jsonl")], eval_fraction=0.5, piece_chars=29)
+  }
+  kw = dict(kind="cpt", seq_len=16, batch_size=4, seed=0)
+  a = heldout.held_out_sample(cfg, TOK, rows=10, **kw)
+  b = heldout.held_out_sample(cfg, TOK, rows=10, **kw)
+  assert len(a) == 3 and a[-1]["loss_weights"][2:].sum() == 0 < a[-1]["loss_weights"][:2].sum()
+  for x, y in zip(a, b, strict=True):
+    np.testing.assert_array_equal(x["input_ids"], y["input_ids"])
+  full = heldout.held_out_sample(cfg, TOK, rows=10**6, **kw)  # all of a small split
+  assert 3 < len(full) < 10**5
+  out = heldout.held_out_loss(a, lambda batch: {"ce": 2.0, "tokens": batch["loss_weights"].sum()})
+  assert out == {"loss": 2.0, "tokens": float(sum(x["loss_weights"].sum() for x in a)), "rows": 10}
+  with pytest.raises(ValueError, match="no records in split 'eval'"):
+    cfg.cpt.sources.d.options.eval_fraction = 0.0
+    heldout.held_out_sample(cfg, TOK, rows=10, **kw)
