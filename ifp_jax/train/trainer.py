@@ -331,6 +331,10 @@ class Trainer:
       except ValueError as e:  # e.g. a source without an eval split
         log.warning("no held-out eval for stage %s: %s", name, e)
         self._heldout[name] = None
+      if jax.process_count() > 1:  # every host runs the same number of global eval steps
+        sample = self._heldout[name]
+        n = min(distributed.allgather_json(0 if sample is None else len(sample)))
+        self._heldout[name] = sample[:n] if sample and n else None
     return self._heldout[name]
 
   def _eval(self, state, name: str, evaluate) -> dict[str, float] | None:
