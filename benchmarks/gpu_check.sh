@@ -95,7 +95,7 @@ tail -8 "$RESULTS/train_tiny_bf16.log" >>"$SUMMARY"
 step train_smollm2_gpu "$PY" -m launch.train --config=configs/smollm2_135m.py:gpu \
   --workdir="$RESULTS/smollm2_gpu" --config.train.batch_size=$((16 * NGPU)) \
   --config.cpt.steps="$STEPS" --config.sft.steps=0 --config.train.log_every=10 \
-  --config.train.eval_batches=0
+  --config.train.eval_rows=0
 tail -8 "$RESULTS/train_smollm2_gpu.log" >>"$SUMMARY"
 
 # --- memory: XLA:GPU vs the XLA:CPU estimate of docs/scaling.md, same single-device program ---

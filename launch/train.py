@@ -39,6 +39,8 @@ def main(argv):
         )
         if s.get("eval_loss_hard_masks") is not None:
           line += f"; held-out loss with hard masks {s['eval_loss_hard_masks']:.4f}"
+        if s.get("heldout_text_loss") is not None:
+          line += f"; held-out CPT text loss {s['heldout_text_loss']:.4f}"
         print(line)
     print(
       f"kept FFN fraction: {kept_fraction(trainer.ifp):.3f} "

@@ -222,10 +222,11 @@ def test_mesh_with_minus_one_needs_devices():
 # --- numerics: bf16 compute and remat -----------------------------------------------------------
 STEPS = {"cpt__steps": 4, "sft__steps": 2}
 # bf16 compute vs f32, same data and init (f32 master weights), 4 CPT + 2 SFT steps at LR 3e-3 /
-# 2e-3 from step 1: the largest relative loss gap measured on XLA:CPU was 6.6e-4 (step 1:
-# 4e-5); the tolerance keeps a 3x margin and is documented in docs/scaling.md. The f32 CPT loss
-# falls 22% over these steps, so the tolerance is far below what a wrong update changes.
-BF16_RTOL = 2e-3
+# 2e-3 from step 1: the largest relative loss gap measured on XLA:CPU was 2.1e-3 (first SFT
+# step; step 1: 4e-5) on the mixed CPT stream (6.6e-4 when CPT read one file); the tolerance
+# keeps a 3x margin and is documented in docs/scaling.md. The f32 CPT loss falls over these
+# steps by far more than the tolerance, so it is well below what a wrong update changes.
+BF16_RTOL = 6e-3
 # Remat recomputes the same f32 forward pass in the backward pass; only the reduction order of
 # some gradients changes: measured max relative gap 1.0e-6 (full), 1.7e-7 (dots); step 1 exact.
 REMAT_RTOL = 1e-5

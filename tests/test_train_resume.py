@@ -98,3 +98,47 @@ def test_sigterm_saves_a_restorable_checkpoint(data_dir, tmp_path):
   assert data_state["stage"] == "cpt" and len(data_state["iterators"]) == 1
   meta = trainer.ckpt.read_meta()
   assert meta["step"] == stopped and meta["stage"] == "cpt"
+
+
+@pytest.mark.slow
+def test_sigkill_in_sft_with_replay_resumes_exactly(data_dir, tmp_path):
+  """Killed in SFT, where configs/tiny.py mixes CPT replay rows (split documents) into the
+  skill batches: the resumed run logs the same later losses as an uninterrupted one, also the
+  held-out losses evaluated every 2 steps (a fixed sample)."""
+  steps = {
+    "cpt__steps": 2,
+    "sft__steps": 8,
+    "train__checkpoint_every": 2,
+    "train__eval_every": 2,
+    "train__eval_rows": 32,
+  }
+  flags = tu.cli_flags(data_dir, **steps)
+  ref_dir = tmp_path / "reference"
+  tu.run_train(ref_dir, flags, tmp_path / "ref_log.txt", TIMEOUT)
+  reference = tu.read_metrics(ref_dir)
+  workdir, log = tmp_path / "run", tmp_path / "log.txt"
+  proc = tu.start_train(workdir, flags, log)
+  try:
+    tu.poll(
+      lambda: any(s >= 4 for s in tu.committed_steps(workdir / "checkpoints")),
+      TIMEOUT,
+      proc=proc,
+      log_path=log,
+    )
+  finally:
+    if proc.poll() is None:
+      os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+  resume_from = Checkpointer(workdir / "checkpoints").latest_step()
+  assert resume_from is not None and 4 <= resume_from < 10, resume_from
+  tu.run_train(workdir, flags, log, TIMEOUT)
+  rows = tu.read_metrics(workdir)
+  assert sorted(rows) == list(range(1, 11))
+  for step in range(resume_from + 1, 11):
+    assert rows[step]["stage"] == "sft"
+    for key in ("loss", "ce", "grad_norm", "data_doc_rows"):
+      assert rows[step][key] == reference[step][key], (step, key)
+    held = ("heldout_loss", "heldout_text_loss") if step % 2 == 0 else ()
+    for key in held:
+      assert rows[step][key] == reference[step][key], (step, key)
+  assert any(rows[s]["data_doc_rows"] > 0 for s in range(3, 11))  # replay rows were there

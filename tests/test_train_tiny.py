@@ -25,7 +25,8 @@ def test_tiny_job_final_loss_below_60_percent_of_first(tmp_path_factory):
   assert set(stages) == {"cpt", "sft"}
   assert summary["step"] == config["cpt"]["steps"] + config["sft"]["steps"]
   for name, s in stages.items():
-    assert s["last_loss"] < 0.6 * s["first_loss"], (name, s)
+    # SFT replays CPT text (1 row in 5), already learned: its first SFT loss starts lower.
+    assert s["last_loss"] < (0.6 if name == "cpt" else 0.8) * s["first_loss"], (name, s)
     kept = config["model"]["k"] / config["model"]["llm"]["intermediate_size"]
     assert abs(s["mask_kept_frac"] - kept) < 1e-6
     assert s["eval_loss_hard_masks"] is not None and s["eval_loss_hard_masks"] < s["first_loss"]
@@ -33,5 +34,16 @@ def test_tiny_job_final_loss_below_60_percent_of_first(tmp_path_factory):
   assert stages["sft"]["last_step"] == summary["step"]
   rows = read_metrics(workdir)  # the summary agrees with metrics.jsonl
   assert rows[stages["sft"]["last_step"]]["loss"] == stages["sft"]["last_loss"]
+  # Held-out loss a user can trust: on a well-mixed CPT stream the last logged training loss
+  # and the held-out loss (a fixed sample of held-out files) agree within 15%.
+  cpt, sft = stages["cpt"], stages["sft"]
+  for s in (cpt, sft):
+    assert s["heldout_rows"] >= min(config["train"]["eval_rows"], 100), s
+    assert s["heldout_gap"] == s["heldout_loss"] - s["train_loss"]
+  assert abs(cpt["train_loss"] - cpt["heldout_loss"]) <= 0.15 * cpt["heldout_loss"], cpt
+  assert rows[cpt["last_step"]]["heldout_loss"] == cpt["heldout_loss"]
+  assert sft["heldout_text_loss"] < 1.5 * cpt["heldout_loss"], sft  # replay: text not forgotten
+  first = rows[config["train"]["log_every"]]  # stream statistics of the first logged window
+  assert first["data_docs"] >= 20 and first["data_max_doc_share"] < 0.5, first
   assert summary["latest_checkpoint_step"] == summary["step"]
   assert (workdir / "loss_curve.png").stat().st_size > 0

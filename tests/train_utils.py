@@ -29,7 +29,7 @@ SMALL: dict[str, Any] = {
   "train.seq_len": 64,
   "train.batch_size": 8,
   "train.log_every": 1,
-  "train.eval_batches": 0,
+  "train.eval_rows": 0,
   "train.checkpoint_every": 1000,
   "cpt.steps": 4,
   "sft.steps": 0,

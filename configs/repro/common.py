@@ -79,7 +79,7 @@ def base_config():
   c.train.seq_len = 128
   c.train.log_every = 25
   c.train.checkpoint_every = 500
-  c.train.eval_batches = 4
+  c.train.eval_rows = 512
   c.cpt.steps = 300
   c.cpt.llm_lr = 1e-3
   c.cpt.predictor_lr = 1e-3

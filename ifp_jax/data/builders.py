@@ -9,7 +9,8 @@ Records are written once, in one pass, from lists produced before the builder ru
 corpus or a malformed line fails early with a clear ValueError and the counts are exact.
 
 Record fields (all strings) by kind:
-  text          text, key (file key or ``file:line``)           splits train / eval
+  text          text, key (document: file key or ``file:line``), piece (``i/n``: piece i of
+                the document's n bounded pieces, see `split_pieces`)    splits train / eval
   jsonl_sft     messages (JSON list of {role, content}), where  splits train / eval
   reasoning_gym task, question, answer                          splits train / eval
   skills        skill, domain, instruction, input, prompt, answer   splits train / eval
@@ -38,10 +39,10 @@ from etils import epath
 
 from ifp_jax.data import skills, sources
 
-FORMAT_VERSION = 1  # bump when record contents for the same inputs change
+FORMAT_VERSION = 2  # bump when record contents for the same inputs change (2: text pieces)
 SPLITS = ("train", "eval")
 FIELDS = {
-  "text": ("text", "key"),
+  "text": ("text", "key", "piece"),
   "jsonl_sft": ("messages", "where"),
   "reasoning_gym": ("task", "question", "answer"),
   "skills": ("skill", "domain", "instruction", "input", "prompt", "answer"),
@@ -129,6 +130,20 @@ def _opt(options: Mapping[str, Any], key: str, default: Any) -> Any:
   return default if value is None else value
 
 
+def as_list(value: Any) -> list[Any]:
+  """A list option given as a list or tuple, or on the command line as a comma-separated string
+  (alone or as tuple items: ``'a,b'`` and ``('a', 'b')`` both give ["a", "b"])."""
+  items = [value] if isinstance(value, (str, bytes)) else list(value or ())
+  out: list[Any] = []
+  for item in items:
+    if isinstance(item, (str, bytes)):
+      text = item.decode() if isinstance(item, bytes) else item
+      out += [x.strip() for x in text.split(",") if x.strip()]
+    else:
+      out.append(item)
+  return out
+
+
 def _digest(*parts: Any) -> str:
   blob = json.dumps([FORMAT_VERSION, *parts], sort_keys=True, default=str)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -148,6 +163,23 @@ def _split_by_fraction(items: list[tuple[str, dict[str, str]]], fraction: float)
   return out
 
 
+def split_pieces(text: str, max_chars: int) -> list[str]:
+  """`text` cut into pieces of at most `max_chars` characters (0: one piece), at the last line
+  break of each window when there is one in its second half, else mid-line. Joined, the pieces
+  are `text` again. Bounded pieces, shuffled globally, keep one long document from supplying
+  many consecutive rows of a CPT stream."""
+  if max_chars <= 0 or len(text) <= max_chars:
+    return [text]
+  pieces, start = [], 0
+  while len(text) - start > max_chars:
+    cut = text.rfind("\n", start + max_chars // 2, start + max_chars)
+    end = cut + 1 if cut >= 0 else start + max_chars
+    pieces.append(text[start:end])
+    start = end
+  pieces.append(text[start:])
+  return pieces
+
+
 # --- per-kind planning: (fingerprint parts, producer of (records, metadata))
 Plan = tuple[list[Any], Callable[[], tuple[Records, dict[str, Any]]]]
 
@@ -155,14 +187,17 @@ Plan = tuple[list[Any], Callable[[], tuple[Records, dict[str, Any]]]]
 def _plan_text(paths: Sequence[str], options: Mapping[str, Any], skip_malformed: bool) -> Plan:
   files = sources.discover_files(
     paths,
-    extensions=tuple(_opt(options, "extensions", sources.DEFAULT_EXTENSIONS)),
-    exclude_dirs=tuple(_opt(options, "exclude_dirs", sources.DEFAULT_EXCLUDE_DIRS)),
+    extensions=tuple(as_list(_opt(options, "extensions", sources.DEFAULT_EXTENSIONS))),
+    exclude_dirs=tuple(as_list(_opt(options, "exclude_dirs", sources.DEFAULT_EXCLUDE_DIRS))),
     member_glob=_opt(options, "member_glob", "*"),
     max_files=_opt(options, "max_files", 0),
     max_bytes=_opt(options, "max_bytes", 0),
   )
   fraction = float(_opt(options, "eval_fraction", 0.0))
   text_field = _opt(options, "text_field", "text")
+  piece_chars = int(_opt(options, "piece_chars", 0))
+  if piece_chars < 0:
+    raise ValueError(f"text source option piece_chars={piece_chars} must be >= 0 (0: whole docs)")
 
   def produce() -> tuple[Records, dict[str, Any]]:
     errors = sources.MalformedLines(skip_malformed)
@@ -179,16 +214,24 @@ def _plan_text(paths: Sequence[str], options: Mapping[str, Any], skip_malformed:
     )
     if fraction > 0 and not recs["eval"] and len(recs["train"]) > 1:
       recs["eval"].append(recs["train"].pop(0))  # at least one held-out document
+    for split, docs_of_split in recs.items():  # after the split: a document's pieces stay in it
+      recs[split] = [
+        {"text": piece, "key": rec["key"], "piece": f"{i}/{len(pieces)}"}
+        for rec in docs_of_split
+        for pieces in [split_pieces(rec["text"], piece_chars)]
+        for i, piece in enumerate(pieces)
+      ]
     meta = {
       "files": len(files),
       "documents": len(docs),
+      "pieces": {split: len(r) for split, r in recs.items()},
       "bytes": sum(len(t.encode()) for _, t in docs),
       "skipped_lines": errors.count,
       "skipped_examples": errors.examples,
     }
     return recs, meta
 
-  return [sources.fingerprint_files(files), fraction, text_field], produce
+  return [sources.fingerprint_files(files), fraction, text_field, piece_chars], produce
 
 
 def _plan_jsonl_sft(paths: Sequence[str], options: Mapping[str, Any], skip_malformed: bool) -> Plan:
@@ -220,7 +263,7 @@ def _plan_jsonl_sft(paths: Sequence[str], options: Mapping[str, Any], skip_malfo
 
 
 def _plan_reasoning_gym(options: Mapping[str, Any]) -> Plan:
-  tasks = list(_opt(options, "tasks", ["basic_arithmetic"]))
+  tasks = as_list(_opt(options, "tasks", ["basic_arithmetic"]))
   size, eval_size = int(_opt(options, "size", 1000)), int(_opt(options, "eval_size", 100))
   seed = int(_opt(options, "seed", 0))
   task_kwargs = {k: dict(v) for k, v in dict(_opt(options, "task_kwargs", {})).items()}
@@ -250,7 +293,7 @@ def _plan_reasoning_gym(options: Mapping[str, Any]) -> Plan:
 
 
 def _plan_skills(options: Mapping[str, Any]) -> Plan:
-  names = list(_opt(options, "skills", [])) or None
+  names = as_list(_opt(options, "skills", [])) or None
   n_train, n_eval = int(_opt(options, "num_train", 20000)), int(_opt(options, "num_eval", 500))
   seed = int(_opt(options, "seed", 0))
   code = hashlib.sha256(pathlib.Path(skills.__file__).read_bytes()).hexdigest()
@@ -276,6 +319,7 @@ def materialize(
 ) -> Materialized:
   """Prepares (or reuses) the TFDS dataset of one source and returns a handle to read it."""
   options = dict(options or {})
+  paths = as_list(paths)
   data_dir = data_dir or default_data_dir()
   if kind == "tfds":
     catalog = _opt(options, "name", "") or (paths[0] if paths else "")

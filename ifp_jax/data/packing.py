@@ -50,31 +50,38 @@ def route_cpt_row(row: np.ndarray, num_chunks: int) -> dict[str, np.ndarray]:
 
 class _PackIterator(grain.DatasetIterator):
   """Parent yields 1-D token arrays (documents incl. EOS); yields rows of `row_len` tokens.
+  With `with_doc`, the parent yields (tokens, doc id) pairs and rows come out as (row, doc id of
+  the row's first token) pairs.
 
   State: the parent's state before the document holding the cursor (the next row's first
   token) and the cursor's offset in it, so a restore re-reads one document, not a buffer.
   """
 
-  def __init__(self, parent: grain.DatasetIterator, row_len: int, stride: int) -> None:
+  def __init__(
+    self, parent: grain.DatasetIterator, row_len: int, stride: int, with_doc: bool = False
+  ) -> None:
     super().__init__(parent)
-    self._row_len, self._stride = row_len, stride
-    self._docs: list[tuple[Any, np.ndarray]] = []  # (parent state before doc, tokens)
+    self._row_len, self._stride, self._with_doc = row_len, stride, with_doc
+    self._docs: list[tuple[Any, np.ndarray, int]] = []  # (parent state before doc, tokens, id)
     self._offset = 0
 
   def _fetch(self) -> None:
     state = copy.deepcopy(self._parent.get_state())
-    tokens = np.asarray(next(self._parent), np.int32)  # StopIteration ends the stream
+    element = next(self._parent)  # StopIteration ends the stream
+    tokens, doc = element if self._with_doc else (element, -1)
+    tokens = np.asarray(tokens, np.int32)
     if tokens.size:
-      self._docs.append((state, tokens))
+      self._docs.append((state, tokens, int(doc)))
 
-  def __next__(self) -> np.ndarray:
-    while sum(len(t) for _, t in self._docs) - self._offset < self._row_len:
+  def __next__(self) -> Any:
+    while sum(len(t) for _, t, _ in self._docs) - self._offset < self._row_len:
       self._fetch()
-    row = np.concatenate([t for _, t in self._docs])[self._offset : self._offset + self._row_len]
+    doc = self._docs[0][2]
+    row = np.concatenate([t for _, t, _ in self._docs])[self._offset : self._offset + self._row_len]
     self._offset += self._stride
     while self._offset >= len(self._docs[0][1]):
       self._offset -= len(self._docs.pop(0)[1])
-    return row
+    return (row, np.int64(doc)) if self._with_doc else row
 
   def get_state(self) -> dict[str, Any]:
     if not self._docs:
@@ -89,14 +96,15 @@ class _PackIterator(grain.DatasetIterator):
 
 
 class PackIterDataset(grain.IterDataset):
-  """Packs a stream of token arrays into rows of ``seq_len + 1`` tokens with stride seq_len."""
+  """Packs a stream of token arrays into rows of ``seq_len + 1`` tokens with stride seq_len
+  (`with_doc`: a stream of (tokens, doc id) into (row, doc id))."""
 
-  def __init__(self, parent: grain.IterDataset, seq_len: int) -> None:
+  def __init__(self, parent: grain.IterDataset, seq_len: int, with_doc: bool = False) -> None:
     super().__init__(parent)
-    self._seq_len = seq_len
+    self._seq_len, self._with_doc = seq_len, with_doc
 
   def __iter__(self) -> _PackIterator:
-    return _PackIterator(self._parent.__iter__(), self._seq_len + 1, self._seq_len)
+    return _PackIterator(self._parent.__iter__(), self._seq_len + 1, self._seq_len, self._with_doc)
 
   def __str__(self) -> str:
     return f"PackIterDataset(seq_len={self._seq_len})"

@@ -8,11 +8,18 @@ assistant output tokens only.
 
 Pipeline per source (each source is one TFDS dataset, see `builders.py`): Grain
 ``MapDataset.source`` -> this host's records ``[process_index::process_count]`` (disjoint
-across hosts) -> shuffle (reshuffled every epoch) -> repeat -> decode/tokenize -> (CPT: pack rows,
-window-shuffle rows) -> examples. Sources are mixed by weight (Grain's deterministic
-proportional interleave), then batched. The iterator's `get_state()` is JSON-serialisable and
-`set_state(state)` resumes with exactly the same later batches; `stats` counts examples,
-truncations and skipped lines.
+across hosts) -> shuffle (a global index shuffle, reshuffled every epoch) -> repeat ->
+decode/tokenize -> (CPT: pack rows, window-shuffle rows) -> examples. CPT text records are bounded
+pieces of documents (`options.piece_chars`, cut when the source is built), so the global shuffle
+makes consecutive rows come from many documents in proportion to their size, however long the
+documents are; EOS follows a document's last piece only. Sources are mixed by weight (Grain's
+deterministic proportional interleave), then batched. The iterator's `get_state()` is
+JSON-serialisable and `set_state(state)` resumes with exactly the same later batches; `stats`
+counts examples, truncations and skipped lines, and `take_window()` gives the stream statistics
+since its last call (distinct documents, largest share of rows one document supplied).
+
+Replay: an SFT stage may list `text` sources; their rows are CPT rows (packed, chunk routing)
+mixed into the SFT batches by weight, with predictor inputs padded to a common length.
 """
 
 from __future__ import annotations
@@ -25,26 +32,29 @@ import grain
 import ml_collections
 import numpy as np
 
-from ifp_jax.data import builders, packing, sft
+from ifp_jax.data import builders, packing, sft, sources
 from ifp_jax.data.batch import pad_rows
 from ifp_jax.data.tokenization import Tokenizer
 
 CPT_KINDS = ("text", "tfds")
-SFT_KINDS = ("jsonl_sft", "reasoning_gym", "skills", "tfds")
+SFT_KINDS = ("jsonl_sft", "reasoning_gym", "skills", "tfds", "text")  # text: CPT replay
+PIECE_ROWS = 8  # default piece_chars = PIECE_ROWS * seq_len
 _COUNTERS = ("_truncated", "_prompt_truncated", "_no_loss")
 
 
 def source_config(
   kind: str, paths: Sequence[str] = (), weight: float = 1.0, split: str = "train", **options: Any
 ) -> ml_collections.ConfigDict:
-  """One source entry (see `default_data_config` for the meaning of each field)."""
+  """One source entry (see `default_data_config` for the meaning of each field). Lists are
+  stored as tuples so that the command line can override them (``--config....paths=a,b`` or
+  ``"('a', 'b')"``; ml_collections cannot override lists)."""
   return ml_collections.ConfigDict(
     {
       "kind": kind,
-      "paths": list(paths),
+      "paths": tuple(builders.as_list(paths)),
       "weight": float(weight),
       "split": split,
-      "options": dict(options),
+      "options": {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()},
     }
   )
 
@@ -66,24 +76,34 @@ def default_data_config() -> ml_collections.ConfigDict:
   # Sources per stage: name -> entry with
   #   kind    "text" (CPT) | "jsonl_sft" | "reasoning_gym" | "skills" (SFT) | "tfds" (either)
   #   paths   files / folders / globs / archives / aliases "<stdlib>", "<python-docs>"
-  #           (text, jsonl_sft); unused by reasoning_gym and skills
+  #           (text, jsonl_sft); unused by reasoning_gym and skills. A tuple; on the command
+  #           line a comma-separated string: --config.data.cpt.sources.stdlib.paths=/a,/b
   #   weight  mixture weight (relative; 0 disables the source)
   #   split   split read for training ("train"); eval iterators pass split= explicitly
   #   options kind-specific:
   #     text:          extensions, exclude_dirs, member_glob (archives), max_files, max_bytes
-  #                    (0 = no limit), eval_fraction (held out by file hash), text_field (jsonl)
+  #                    (0 = no limit), eval_fraction (held out by file hash), text_field
+  #                    (jsonl), piece_chars (documents cut into pieces of at most this many
+  #                    characters at build time; -1: 8 * seq_len; 0: whole documents)
   #     jsonl_sft:     eval_fraction (by record hash), max_files
-  #     reasoning_gym: tasks (list), size / eval_size (per task, <= 2**20), seed (0..2047;
+  #     reasoning_gym: tasks (tuple or "a,b"), size / eval_size (per task, <= 2**20), seed (0..2047;
   #                    train/eval item seeds are disjoint blocks, see sources.reasoning_gym_seeds),
   #                    task_kwargs {task: {kwarg: value}}
-  #     skills:        skills (list, [] = all 14), num_train, num_eval, seed
+  #     skills:        skills (tuple or "a,b", () = all 14), num_train, num_eval, seed
+  # A `text` source in sft.sources is CPT replay: text rows (CPT chunk routing) mixed into SFT.
   #     tfds:          name (catalog name), data_dir, text_key (CPT) or messages_key /
   #                    prompt_key + response_key (SFT)
   c.cpt = ml_collections.ConfigDict()
   c.cpt.sources = ml_collections.ConfigDict(
     {
       "stdlib": source_config(
-        "text", ["<stdlib>"], extensions=[".py"], max_files=0, max_bytes=0, eval_fraction=0.02
+        "text",
+        ["<stdlib>"],
+        extensions=[".py"],
+        max_files=0,
+        max_bytes=0,
+        eval_fraction=0.02,
+        piece_chars=-1,
       ),
     }
   )
@@ -134,6 +154,28 @@ def _named_sources(cfg: Any) -> list[tuple[str, Any]]:
   return list(cfg.items())
 
 
+def _doc_id(record: Mapping[str, Any]) -> int:
+  """A document's id in the stream statistics (>= 0): hash of its key; -1 without a key."""
+  return sources.stable_hash(_text(record["key"])) % 2**63 if "key" in record else -1
+
+
+def _ends_document(record: Mapping[str, Any]) -> bool:
+  """Whether EOS follows this record: the last piece of its document (or no pieces at all)."""
+  if "piece" not in record:
+    return True
+  i, n = _text(record["piece"]).split("/")
+  return int(i) == int(n) - 1
+
+
+def _pad_predictor(example: dict[str, Any], length: int, pad_id: int) -> dict[str, Any]:
+  """predictor_ids [C, P] right-padded to [C, length] (replay mixes CPT and SFT rows)."""
+  ids = example["predictor_ids"]
+  if ids.shape[1] < length:
+    fill = np.full((ids.shape[0], length - ids.shape[1]), pad_id, ids.dtype)
+    example = {**example, "predictor_ids": np.concatenate([ids, fill], axis=1)}
+  return example
+
+
 def _source_seed(seed: int, index: int) -> int:
   return (seed * 1_000_003 + index * 7_919 + 17) % (2**31 - 1)
 
@@ -160,6 +202,7 @@ class DataIterator:
       "no_loss": 0,
       "per_source": {n: 0 for n in names},
     }
+    self._window: list[np.ndarray] = []  # doc ids of the rows since the last take_window()
 
   @property
   def stats(self) -> dict[str, Any]:
@@ -171,6 +214,7 @@ class DataIterator:
   def __next__(self) -> dict[str, np.ndarray]:
     batch = dict(next(self._it))
     source = batch.pop("_source")
+    self._window.append(batch.pop("_doc"))
     for i, n in zip(*np.unique(source, return_counts=True), strict=True):
       self._counts["per_source"][self._names[int(i)]] += int(n)
     for key in _COUNTERS:
@@ -179,6 +223,22 @@ class DataIterator:
     self._counts["batches"] += 1
     self._counts["examples"] += int(source.shape[0])
     return self._pad(batch) if source.shape[0] < self._batch_size else batch
+
+  def take_window(self) -> dict[str, float]:
+    """Stream statistics of the rows since the last call (text rows only; SFT rows carry no
+    document): `data_docs` distinct documents, `data_max_doc_share` the largest fraction of
+    those rows one document supplied, `data_doc_rows` the rows counted. Also in `stats`."""
+    docs = np.concatenate(self._window) if self._window else np.zeros(0, np.int64)
+    docs = docs[docs >= 0]
+    self._window = []
+    counts = np.unique(docs, return_counts=True)[1]
+    out = {
+      "data_docs": int(counts.size),
+      "data_max_doc_share": float(counts.max() / docs.size) if docs.size else 0.0,
+      "data_doc_rows": int(docs.size),
+    }
+    self._counts["window"] = out
+    return out
 
   def _pad(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Last partial batch of a finite iterator: filler rows with zero loss."""
@@ -226,6 +286,16 @@ def build_iterator(
   entries = [(n, s) for n, s in _named_sources(data_cfg[kind].sources) if s["weight"] > 0]
   if not entries:
     raise ValueError(f"data config has no {kind} source with weight > 0")
+  replay = kind == "sft" and any(s["kind"] == "text" for _, s in entries)
+  if replay and data_cfg.num_chunks != 2:
+    raise ValueError(
+      f"CPT replay in SFT (a 'text' source in data.sft.sources) needs data.num_chunks == 2 "
+      f"(one predictor input per row, like SFT), got {data_cfg.num_chunks}"
+    )
+  if replay and seq_len % 2:
+    raise ValueError(f"CPT replay in SFT needs an even seq_len, got {seq_len}")
+  # Predictor input length of every row (replay: CPT chunks and SFT prompts padded to one P).
+  pred_len = max(data_cfg.max_prompt_len, seq_len // 2) if replay else 0
   read = grain.ReadOptions(
     num_threads=data_cfg.read_threads, prefetch_buffer_size=data_cfg.prefetch
   )
@@ -235,6 +305,8 @@ def build_iterator(
     if src["kind"] not in allowed:
       raise ValueError(f"{kind} source {name!r} has kind {src['kind']!r}; use one of {allowed}")
     options = dict(src.get("options") or {})
+    if src["kind"] == "text" and int(options.get("piece_chars", -1) or 0) < 0:
+      options["piece_chars"] = PIECE_ROWS * seq_len
     mat = builders.materialize(
       name,
       src["kind"],
@@ -258,18 +330,27 @@ def build_iterator(
     if data_cfg.shuffle:
       ds = ds.shuffle(seed=sseed)
     ds = ds.repeat(num_epochs)
-    if kind == "cpt":
+    if kind == "cpt" or src["kind"] == "text":
       text_key = "text" if src["kind"] == "text" else options.get("text_key", "text")
       it = ds.map(
-        lambda r, k=text_key: np.asarray(
-          tokenizer.encode(_text(r[k])) + [tokenizer.eos_id], np.int32
+        lambda r, k=text_key: (
+          np.asarray(
+            tokenizer.encode(_text(r[k])) + [tokenizer.eos_id] * _ends_document(r), np.int32
+          ),
+          _doc_id(r),
         )
       ).to_iter_dataset(read)
-      it = packing.PackIterDataset(it, seq_len).map(
-        lambda row, i=index: {
-          **packing.route_cpt_row(row, data_cfg.num_chunks),
-          "_source": np.int32(i),
-        }
+      it = packing.PackIterDataset(it, seq_len, with_doc=True).map(
+        lambda row_doc, i=index: _pad_predictor(
+          {
+            **packing.route_cpt_row(row_doc[0], data_cfg.num_chunks),
+            "_source": np.int32(i),
+            "_doc": row_doc[1],
+            **{k: np.int32(0) for k in _COUNTERS},
+          },
+          pred_len,
+          tokenizer.pad_id,
+        )
       )
       if data_cfg.shuffle and data_cfg.shuffle_window > 0:
         it = grain.experimental.WindowShuffleIterDataset(
@@ -287,8 +368,11 @@ def build_iterator(
             policy=data_cfg.truncate,
           ),
           "_source": np.int32(i),
+          "_doc": np.int64(-1),
         }
       ).to_iter_dataset(read)
+      if replay:
+        it = it.map(lambda ex: _pad_predictor(ex, pred_len, tokenizer.pad_id))
     datasets.append(it)
     names.append(name)
     weights.append(float(src["weight"]))

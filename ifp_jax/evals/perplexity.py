@@ -1,9 +1,9 @@
 """Held-out perplexity on the CPT corpus, through the masked model.
 
-The batches are the main run's own CPT pipeline on its eval split (files held out by hash,
-`data.pipeline.build_iterator(kind="cpt", split="eval", num_epochs=1)`), so every variant reads
-the same tokens, with the training layout: a row is cut into `num_chunks` chunks, chunk 1 has no
-loss. Masks by mode:
+The batches are the main run's own held-out CPT sample (files held out by hash, the fixed
+`train.heldout.held_out_sample` the trainer evaluates, reduced by the same `held_out_loss`), so
+every variant reads the same tokens, with the training layout: a row is cut into `num_chunks`
+chunks, chunk 1 has no loss. Masks by mode:
   full       no mask (every FFN unit);
   per_input  the predictor reads chunk j and its mask applies to chunk j+1, as in CPT training
              (the trainer's held-out eval); a static run uses its one mask;
@@ -23,12 +23,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ifp_jax.data.pipeline import build_iterator
 from ifp_jax.evals import common
 from ifp_jax.infer import instruction_masks as instruct_masks
 from ifp_jax.model.config import LlamaConfig
 from ifp_jax.model.decoder import Decoder
 from ifp_jax.model.ifp_model import IFPConfig, IFPModel
+from ifp_jax.train import heldout
 from ifp_jax.train.losses import weighted_cross_entropy
 
 NAME = "perplexity"
@@ -78,29 +78,17 @@ def held_out_batches(ctx: common.EvalContext, rows: int) -> list[dict[str, np.nd
   key = (NAME, json.dumps(cfg["data"], sort_keys=True), ctx.data_dir, rows, ctx.batch_size)
   if key not in ctx.cache:
     try:
-      it = build_iterator(
+      batches = heldout.held_out_sample(
         data_cfg,
         ref.tokenizer,
         kind="cpt",
         seq_len=int(cfg["train"]["seq_len"]),
         batch_size=ctx.batch_size,
+        rows=rows,
         seed=int(cfg.get("seed", 0)),
-        split="eval",
-        num_epochs=1,
       )
     except ValueError as e:
       raise ValueError(f"{ref.workdir}: no held-out CPT data ({e})") from e
-    batches, taken = [], 0
-    for batch in it:
-      if taken + batch["input_ids"].shape[0] > rows:  # keep the shape, drop the extra rows' loss
-        batch = dict(batch, loss_weights=batch["loss_weights"].copy())
-        batch["loss_weights"][rows - taken :] = 0
-      batches.append(batch)
-      taken += batch["input_ids"].shape[0]
-      if taken >= rows:
-        break
-    if not batches:
-      raise ValueError(f"{ref.workdir}: the CPT eval split is empty")
     ctx.cache[key] = batches
   return ctx.cache[key]
 
@@ -138,8 +126,9 @@ def run(ctx: common.EvalContext, limit: int | None) -> dict[str, Any]:
       f"comparable"
     )
   fn = _nll_fn(json.dumps(run_.ifp.llm.to_dict(), sort_keys=True))
-  nll, tokens, rows = 0.0, 0.0, 0
-  for i, batch in enumerate(batches):
+  done = [0]
+
+  def loss_fn(batch):
     masks, mask_index = _masks(ctx, batch)
     s, t = fn(
       run_.params["llm"],
@@ -149,13 +138,15 @@ def run(ctx: common.EvalContext, limit: int | None) -> dict[str, Any]:
       None if masks is None else jnp.asarray(masks),
       None if mask_index is None else jnp.asarray(mask_index),
     )
-    nll += float(s)
-    tokens += float(t)
-    rows += int((batch["loss_weights"].sum(axis=1) > 0).sum())
-    ctx.progress((i + 1) / len(batches))
-  if tokens == 0:
-    raise ValueError("the held-out CPT batches hold no loss tokens")
-  mean_nll = nll / tokens
+    done[0] += 1
+    ctx.progress(done[0] / len(batches))
+    return {"ce": float(s) / max(float(t), 1.0), "tokens": float(t)}
+
+  try:
+    out = heldout.held_out_loss(batches, loss_fn)
+  except ValueError as e:
+    raise ValueError("the held-out CPT batches hold no loss tokens") from e
+  mean_nll, tokens, rows = out["loss"], out["tokens"], out["rows"]
   return {
     NAME: common.result(
       "perplexity",

@@ -64,7 +64,8 @@ def default_config() -> ml_collections.ConfigDict:
   t.lagrange_lr = 0.05  # gradient-ascent LR of the Lagrange multipliers (HardConcrete kinds)
   t.target_warmup_frac = 0.2  # HardConcrete target sparsity ramps over this fraction of steps
   t.freeze = ""  # "" | "llm" | "predictor" | "llm,predictor"
-  t.eval_batches = 4  # held-out batches per stage for the final eval loss (0 = skip)
+  t.eval_rows = 512  # held-out sample per stage (fixed rows of the eval split; 0 = no eval)
+  t.eval_every = 0  # also evaluate it every N steps (a multiple of log_every; 0 = stage ends)
 
   for stage in ("cpt", "sft"):
     s = c[stage] = ml_collections.ConfigDict()

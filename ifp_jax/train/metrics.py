@@ -50,6 +50,10 @@ class MetricsLogger:
         f" E[sparsity] {metrics['expected_sparsity']:.3f}"
         f" (target {metrics['target_sparsity']:.3f}) l1 {metrics['lambda1']:+.3f}"
       )
+    if "heldout_loss" in metrics:
+      extra += f" held-out {metrics['heldout_loss']:.4f}"
+    if "heldout_text_loss" in metrics:
+      extra += f" held-out text {metrics['heldout_text_loss']:.4f}"
     print(
       f"[{metrics['stage']}] step {metrics['step']} ({done}/{self._total}) "
       f"loss {metrics['loss']:.4f} {metrics['tokens_per_sec']:.0f} tok/s{extra} "
@@ -57,6 +61,10 @@ class MetricsLogger:
       file=self.stream,
       flush=True,
     )
+
+  def last_row(self, stage: str) -> dict[str, Any]:
+    rows = self._history.get(stage, [])
+    return rows[-1] if rows else {}
 
   def stage_summary(self, stage: str) -> dict[str, Any]:
     rows = self._history.get(stage, [])
@@ -86,7 +94,8 @@ def _fmt(seconds: float) -> str:
 
 
 def plot_loss_curves(metrics_file: pathlib.Path, out_png: pathlib.Path) -> pathlib.Path | None:
-  """Loss per stage against the global step, from metrics.jsonl."""
+  """Training loss per stage against the global step, with the held-out losses as markers,
+  from metrics.jsonl."""
   if not pathlib.Path(metrics_file).exists():
     return None
   import matplotlib
@@ -98,9 +107,14 @@ def plot_loss_curves(metrics_file: pathlib.Path, out_png: pathlib.Path) -> pathl
   fig, ax = plt.subplots(figsize=(7, 4))
   for stage in dict.fromkeys(r["stage"] for r in rows):
     pts = [(r["step"], r["loss"]) for r in rows if r["stage"] == stage]
-    ax.plot(*zip(*pts), label=stage)
+    line = ax.plot(*zip(*pts), label=f"{stage} train")[0]
+    for key, marker, what in (("heldout_loss", "o", "held-out"), ("heldout_text_loss", "s", "")):
+      held = [(r["step"], r[key]) for r in rows if r["stage"] == stage and key in r]
+      if held:
+        label = f"{stage} {what}" if what else f"{stage}: held-out CPT text"
+        ax.plot(*zip(*held), marker, color=line.get_color(), label=label, mfc="none")
   ax.set_xlabel("step")
-  ax.set_ylabel("training loss (CE on loss tokens)")
+  ax.set_ylabel("loss (CE on loss tokens)")
   ax.set_yscale("log")
   ax.grid(alpha=0.3)
   ax.legend()

@@ -24,7 +24,7 @@ from ifp_jax.data.tokenization import Tokenizer, load_tokenizer
 from ifp_jax.model.config import LlamaConfig
 from ifp_jax.model.ifp_model import IFPConfig
 from ifp_jax.model.predictor import backbone_from_llm
-from ifp_jax.train import distributed, optim, sharding, validate
+from ifp_jax.train import distributed, heldout, optim, sharding, validate
 from ifp_jax.train.checkpointing import Checkpointer
 from ifp_jax.train.config import build_ifp_config, llama_from_fields
 from ifp_jax.train.metrics import MetricsLogger, plot_loss_curves
@@ -146,6 +146,11 @@ class Trainer:
         f"train.batch_size={t.batch_size} is not divisible by {jax.process_count()} processes"
       )
     self.host_batch = t.batch_size // jax.process_count()
+    if t.eval_every and t.eval_every % t.log_every:
+      raise ValueError(
+        f"train.eval_every={t.eval_every} must be a multiple of train.log_every={t.log_every}"
+      )
+    self._heldout: dict[str, list | None] = {}  # stage -> fixed held-out sample (built once)
     self.lr_fns = {
       "llm": optim.stage_schedule(
         [(s.steps, config[s.name].llm_lr, config[s.name].warmup_steps) for s in self.stages]
@@ -270,6 +275,9 @@ class Trainer:
           m = {k: float(v) for k, v in jax.device_get(metrics).items()}
           dt = time.perf_counter() - t0
           m.update(step=step, stage=stage.name, tokens_per_sec=tokens_since / max(dt, 1e-9))
+          m.update(it.take_window())  # distinct documents / largest document share since last log
+          if t.eval_rows and (step == stage.end or (t.eval_every and step % t.eval_every == 0)):
+            m.update(self._eval_metrics(state, stage, evaluate))
           logger.log(m, remaining=min(stage.end, budget_end) - step)
           t0, tokens_since = time.perf_counter(), 0
           if not math.isfinite(m["loss"]):
@@ -284,9 +292,16 @@ class Trainer:
           logger.close()
           log.warning("stopped by SIGTERM at step %d; checkpoint written", step)
           sys.exit(143)
-      summary["stages"][stage.name] = logger.stage_summary(stage.name)
-      if t.eval_batches and step == stage.end:
-        summary["stages"][stage.name]["eval_loss_hard_masks"] = self._eval(state, stage, evaluate)
+      summary["stages"][stage.name] = s = logger.stage_summary(stage.name)
+      if t.eval_rows and step == stage.end and s:
+        last = logger.last_row(stage.name)
+        s["train_loss"] = s["last_loss"]
+        for key in ("heldout_loss", "heldout_rows", "heldout_text_loss"):
+          if key in last:
+            s[key] = last[key]
+        s["eval_loss_hard_masks"] = s.get("heldout_loss")  # older name, read by launch/benchmarks
+        if s.get("heldout_loss") is not None:
+          s["heldout_gap"] = s["heldout_loss"] - s["train_loss"]
     self.ckpt.wait()
     logger.close()
     summary.update(
@@ -297,20 +312,56 @@ class Trainer:
       (self.workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
-  def _eval(self, state, stage: Stage, evaluate) -> float | None:
-    """Held-out loss with hard top-k masks (what pruned inference computes)."""
-    try:
-      it = self._iterator(stage, split="eval", num_epochs=1)
-    except ValueError as e:  # e.g. a source without an eval split
-      log.warning("no held-out eval for stage %s: %s", stage.name, e)
+  def _held_out_sample(self, name: str) -> list | None:
+    """The fixed held-out sample of stage `name` ("cpt" | "sft"), built once per run."""
+    if name not in self._heldout:
+      t = self.config.train
+      try:
+        self._heldout[name] = heldout.held_out_sample(
+          self.config.data,
+          self.tokenizer,
+          kind=name,
+          seq_len=t.seq_len,
+          batch_size=self.host_batch,
+          rows=max(t.eval_rows // jax.process_count(), 1),
+          seed=self.config.seed,
+          process_index=jax.process_index(),
+          process_count=jax.process_count(),
+        )
+      except ValueError as e:  # e.g. a source without an eval split
+        log.warning("no held-out eval for stage %s: %s", name, e)
+        self._heldout[name] = None
+      if jax.process_count() > 1:  # every host runs the same number of global eval steps
+        sample = self._heldout[name]
+        n = min(distributed.allgather_json(0 if sample is None else len(sample)))
+        self._heldout[name] = sample[:n] if sample and n else None
+    return self._heldout[name]
+
+  def _eval(self, state, name: str, evaluate) -> dict[str, float] | None:
+    """Held-out loss of stage `name`'s sample with hard top-k masks (what pruned inference
+    computes), or None without an eval split."""
+    batches = self._held_out_sample(name)
+    if batches is None:
       return None
-    total, weight = 0.0, 0.0
-    for _, batch in zip(range(self.config.train.eval_batches), it):
+
+    def loss_fn(batch):
       with self._scope():
-        out = jax.device_get(evaluate(state.params, sharding.host_to_global(batch, self.mesh)))
-      total += float(out["ce"]) * float(out["tokens"])
-      weight += float(out["tokens"])
-    return total / weight if weight else None
+        return jax.device_get(evaluate(state.params, sharding.host_to_global(batch, self.mesh)))
+
+    return heldout.held_out_loss(batches, loss_fn)
+
+  def _eval_metrics(self, state, stage: Stage, evaluate) -> dict[str, float]:
+    """heldout_loss (this stage's eval split) and, in SFT, heldout_text_loss (the CPT text
+    sample: forgetting of language modelling)."""
+    out = {}
+    ev = self._eval(state, stage.name, evaluate)
+    if ev is not None:
+      out.update(heldout_loss=ev["loss"], heldout_rows=float(ev["rows"]))
+    if stage.name == "sft" and self.config.cpt.steps > 0:
+      text = self._eval(state, "cpt", evaluate)
+      if text is not None:
+        out["heldout_text_loss"] = text["loss"]
+    return out
 
 
 class _Scope:
