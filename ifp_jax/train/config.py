@@ -65,6 +65,16 @@ def default_config() -> ml_collections.ConfigDict:
   t.target_warmup_frac = 0.2  # HardConcrete target sparsity ramps over this fraction of steps
   t.freeze = ""  # "" | "llm" | "predictor" | "llm,predictor"
   t.eval_batches = 4  # held-out batches per stage for the final eval loss (0 = skip)
+  # Divergence guards: a non-finite state, or a logged loss / gradient norm above these (0 = off),
+  # or this many logged steps in a row with gradient norm exactly 0 (a dead model, loss = ln V)
+  # stop the job; such a state is never saved over a good checkpoint (only aside, if asked).
+  t.divergence_max_loss = 0.0
+  t.divergence_max_grad_norm = 0.0
+  t.divergence_dead_checks = 2
+  t.save_diverged = True  # write the diverged state to <workdir>/diverged/ for diagnosis
+  # Resume refuses config changes that alter the model or the state's meaning; list intended
+  # ones here, comma-separated fields or prefixes (e.g. "cpt.steps,sft").
+  t.allow_config_change = ""
 
   for stage in ("cpt", "sft"):
     s = c[stage] = ml_collections.ConfigDict()
