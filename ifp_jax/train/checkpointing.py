@@ -160,21 +160,22 @@ class Checkpointer:
           root_cause(e),
           f"falling back to step {older[-1]}" if older else "no older checkpoint",
         )
-        self._set_aside(step)
+        self.set_aside(step, self.directory.parent / "corrupt_checkpoints", "unreadable")
     raise CheckpointError(f"no intact checkpoint in {self.directory}: " + "; ".join(errors))
 
-  def _set_aside(self, step: int) -> None:
-    """Moves an unreadable step out of the manager's directory (main process only)."""
-    if jax.process_index() != 0 or not self._writable:
-      return
+  def set_aside(self, step: int, into: pathlib.Path, why: str) -> pathlib.Path | None:
+    """Moves a saved step out of the manager's directory into `into/<step>.<time>` (main
+    process writes; every process forgets the step), so it is neither restored nor counted by
+    keep-N, and the step can be saved again."""
+    self.wait()
     src = self.directory / str(step)
-    if not src.exists():
-      return
-    dst = self.directory.parent / "corrupt_checkpoints" / f"{step}.{int(time.time())}"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(src), str(dst))
-    log.warning("moved unreadable checkpoint step %d to %s", step, dst)
+    dst = pathlib.Path(into) / f"{step}.{int(time.time())}"
+    if jax.process_index() == 0 and self._writable and src.exists():
+      dst.parent.mkdir(parents=True, exist_ok=True)
+      shutil.move(str(src), str(dst))
+      log.warning("moved %s checkpoint step %d to %s", why, step, dst)
     self.manager.reload()
+    return dst
 
   def read_meta(self, step: int | None = None) -> dict:
     step = self.latest_step() if step is None else step

@@ -56,7 +56,9 @@ def default_config() -> ml_collections.ConfigDict:
   t.seq_len = 128  # LLM tokens per row (CPT rows are cut into data.num_chunks chunks)
   t.log_every = 10  # steps between metrics.jsonl / TensorBoard / progress lines
   t.checkpoint_every = 200  # steps between checkpoints (also at stage ends and on SIGTERM)
-  t.keep_checkpoints = 2  # Orbax max_to_keep
+  # Good checkpoints kept. A checkpoint is confirmed good by the next step's loss and gradient
+  # (computed on its state), so the newest, unconfirmed one is kept on top of these.
+  t.keep_checkpoints = 2
   t.async_checkpoint = True
   t.grad_clip = 1.0  # per optimizer group global-norm clip (0 = off)
   t.weight_decay = 0.0

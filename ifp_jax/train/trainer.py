@@ -177,8 +177,11 @@ class Trainer:
       ifp, target_warmup_steps=int(t.target_warmup_frac * self.total_steps), seed=config.seed
     )
     self.ckpt = Checkpointer(
-      self.workdir / "checkpoints", max_to_keep=t.keep_checkpoints, async_save=t.async_checkpoint
+      self.workdir / "checkpoints",
+      max_to_keep=t.keep_checkpoints + 1,  # + the newest, not yet confirmed by the next step
+      async_save=t.async_checkpoint,
     )
+    self._unconfirmed: int | None = None  # saved step whose state no step has used yet
     self._stop_requested = False
 
   # --- state ------------------------------------------------------------------------------
@@ -191,6 +194,7 @@ class Trainer:
       if self.ckpt.latest_step() is not None:
         state, meta, data_state = self.ckpt.restore(abstract, check_meta=self._check_resume)
         log.info("resumed from step %d (%s)", meta["step"], self.ckpt.directory)
+        self._unconfirmed = int(meta["step"])
         return state, shardings, data_state
       state, shardings = init_state(
         self.ifp, self.tx, self.mesh, jax.random.key(self.config.seed), self.pretrained
@@ -248,7 +252,18 @@ class Trainer:
       return
     if problem:
       self._diverged(step, state, stage, data_state, problem)
-    self.ckpt.save(step, state, self._meta(step, stage), data_state, force=force)
+    if self.ckpt.save(step, state, self._meta(step, stage), data_state, force=force):
+      self._unconfirmed = step
+
+  def _confirm(self, step: int, metrics: dict) -> str | None:
+    """Step `step` ran on the state of checkpoint `step - 1`: its metrics confirm that
+    checkpoint or move it aside (a finite state can still be garbage: params ~1e38, or dead)."""
+    problem = self._unhealthy(step, None, metrics)
+    if self._unconfirmed == step - 1:
+      if problem:
+        self.ckpt.set_aside(step - 1, self.workdir / "suspect_checkpoints", problem)
+      self._unconfirmed = None
+    return problem
 
   # --- health -----------------------------------------------------------------------------
   def _unhealthy(self, step: int, state, metrics: dict | None) -> str | None:
@@ -276,10 +291,10 @@ class Trainer:
         )
       if gnorm == 0.0:
         return SUSPECT
-    with self._scope():
-      finite = bool(jax.device_get(_all_finite(state)))
-    if not finite:
-      return "non-finite values in the train state"
+    if state is not None:
+      with self._scope():
+        if not bool(jax.device_get(_all_finite(state))):
+          return "non-finite values in the train state"
     return None
 
   def _diverged(self, step, state, stage, data_state, problem: str):
@@ -367,8 +382,16 @@ class Trainer:
         tokens_since += batch["input_ids"].size * jax.process_count()
         self.ckpt.check()  # a failed async save stops the job now, not at the next save
         m = None
-        if step % t.log_every == 0 or step == stage.end:
+        if self._unconfirmed == step - 1:  # this step used a saved state: does it hold up?
           m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          problem = self._confirm(step, m)
+          if problem and problem != SUSPECT:
+            m.update(step=step, stage=stage.name, tokens_per_sec=0.0)
+            logger.log(m, remaining=min(stage.end, budget_end) - step)
+            logger.close()
+            self._diverged(step, state, stage, _data_state(stage, it), problem)
+        if step % t.log_every == 0 or step == stage.end:
+          m = m or {k: float(v) for k, v in jax.device_get(metrics).items()}
           dt = time.perf_counter() - t0
           m.update(step=step, stage=stage.name, tokens_per_sec=tokens_since / max(dt, 1e-9))
           logger.log(m, remaining=min(stage.end, budget_end) - step)
