@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import re
 import shutil
 import time
 from typing import Any, Callable
@@ -38,8 +39,17 @@ def root_cause(exc: BaseException) -> str:
     innermost = e
     todo += list(getattr(e, "exceptions", ()))  # ExceptionGroup
     todo += [x for x in (e.__cause__, e.__context__) if x is not None]
-  text = str(innermost).strip().splitlines()
-  return f"{type(innermost).__name__}: {text[0] if text else ''}"[:300]
+  text = " ".join(str(innermost).split())
+  # Tensorstore wraps the OS error in a long ValueError: lead with the part a user acts on.
+  os_error = _OS_ERROR.search(text)
+  short = f"{type(innermost).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
+  return f"{os_error.group(0).strip()} ({short})" if os_error else short
+
+
+_OS_ERROR = re.compile(
+  r"\[Errno \d+\][^\]\"\[]*|OS error[^\]\"\[]*|No space left on device|File too large|"
+  r"Read-only file system|Permission denied|Disk quota exceeded"
+)
 
 
 class Checkpointer:
