@@ -55,6 +55,12 @@ def main(argv):
         )
         if s.get("eval_loss_hard_masks") is not None:
           line += f"; held-out loss with hard masks {s['eval_loss_hard_masks']:.4f}"
+        skipped = s.get("data_skipped") or {}
+        if any(skipped.values()):
+          line += (
+            f"; data skipped: {skipped.get('malformed_lines', 0)} malformed lines, "
+            f"{skipped.get('binary_files', 0)} binary files"
+          )
         print(line)
     print(
       f"kept FFN fraction: {kept_fraction(trainer.ifp):.3f} "

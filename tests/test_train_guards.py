@@ -121,6 +121,32 @@ def test_negative_max_steps_and_tilde_workdir(tmp_path_factory, monkeypatch):
     trainer.run(max_steps=-1)
 
 
+def test_strict_jsonl_fails_on_undecodable_bytes_and_binary_files_are_skipped(tmp_path):
+  """Case 11: no silent replacement of bytes, no binary file trained on as text."""
+  from ifp_jax.data import builders, sources
+
+  bad = tmp_path / "docs.jsonl"
+  bad.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+  with pytest.raises(ValueError, match=r"docs.jsonl:2: not UTF-8 \(byte 0xe9"):
+    list(sources.iter_jsonl(str(bad), sources.MalformedLines(skip=False)))
+  skip = sources.MalformedLines(skip=True)
+  assert [o["text"] for _, o in sources.iter_jsonl(str(bad), skip)] == ["fine"]
+  assert skip.count == 1
+
+  folder = tmp_path / "corpus"
+  folder.mkdir()
+  (folder / "a.txt").write_text("some text")
+  (folder / "b.txt").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR")
+  files = sources.discover_files([str(folder)], extensions=(".txt",))
+  errors = sources.MalformedLines(skip=False)
+  docs = list(sources.read_documents(files, errors=errors))
+  assert [t for _, t in docs] == ["some text"] and len(errors.binary_files) == 1
+
+  # The cache key of .jsonl text depends on skip_malformed (the two modes hold other lines).
+  fp = [builders._plan_text([str(bad)], {}, skip)[0] for skip in (False, True)]
+  assert fp[0] != fp[1]
+
+
 # --- slow: training ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):

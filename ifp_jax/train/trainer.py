@@ -412,6 +412,12 @@ class Trainer:
           log.warning("stopped by SIGTERM at step %d; checkpoint written", step)
           sys.exit(143)
       summary["stages"][stage.name] = logger.stage_summary(stage.name)
+      stats = it.stats() if hasattr(it, "stats") else {}
+      if summary["stages"][stage.name]:  # shown by launch.train, kept in summary.json
+        summary["stages"][stage.name]["data_skipped"] = {
+          "malformed_lines": sum((stats.get("skipped_lines") or {}).values()),
+          "binary_files": sum((stats.get("skipped_binary_files") or {}).values()),
+        }
       if t.eval_batches and step == stage.end:
         summary["stages"][stage.name]["eval_loss_hard_masks"] = self._eval(state, stage, evaluate)
     self.ckpt.wait()
