@@ -412,7 +412,7 @@ class Trainer:
           log.warning("stopped by SIGTERM at step %d; checkpoint written", step)
           sys.exit(143)
       summary["stages"][stage.name] = logger.stage_summary(stage.name)
-      stats = it.stats() if hasattr(it, "stats") else {}
+      stats = getattr(it, "stats", None) or {}  # DataIterator.stats (a property)
       if summary["stages"][stage.name]:  # shown by launch.train, kept in summary.json
         summary["stages"][stage.name]["data_skipped"] = {
           "malformed_lines": sum((stats.get("skipped_lines") or {}).values()),
