@@ -19,6 +19,8 @@ reads a training checkpoint adds one more resolver and reuses the rest.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import sys
 import time
 from typing import Any
@@ -141,6 +143,10 @@ def pruned_generation(prompt: str) -> tuple[str, str]:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # JAX's backend probing logs at INFO
+  if not (math.isfinite(FLAGS.temperature) and FLAGS.temperature >= 0):
+    sys.exit(f"error: --temperature={FLAGS.temperature} must be a finite number >= 0")
+  if FLAGS.workdir:
+    FLAGS.workdir = os.path.expanduser(FLAGS.workdir)
   start = time.time()
   if FLAGS.workdir:
     try:

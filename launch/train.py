@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -23,12 +25,26 @@ def main(argv):
   from ifp_jax.train import distributed
 
   distributed.initialize()
-  from ifp_jax.train.trainer import Trainer, kept_fraction
+  from ifp_jax.train.checkpointing import CheckpointError
+  from ifp_jax.train.run_files import WorkdirLockedError
+  from ifp_jax.train.trainer import DivergenceError, Trainer, kept_fraction
+  from ifp_jax.train.validate import ConfigValidationError
 
+  if FLAGS.max_steps is not None and FLAGS.max_steps < 0:
+    raise app.UsageError(f"--max_steps={FLAGS.max_steps} must be >= 0")
+  # Orbax logs a failed async save as pages of asyncio tracebacks; the one-line cause is ours.
+  logging.getLogger("absl").addFilter(lambda r: "orbax" not in r.pathname)
   config = FLAGS.config
   config.lock()
-  trainer = Trainer(config, FLAGS.workdir)
-  summary = trainer.run(max_steps=FLAGS.max_steps)
+  try:
+    trainer = Trainer(config, os.path.expanduser(FLAGS.workdir))
+    summary = trainer.run(max_steps=FLAGS.max_steps)
+  except DivergenceError as e:
+    print(f"launch.train: {e}", file=sys.stderr, flush=True)
+    sys.exit(3)
+  except (CheckpointError, WorkdirLockedError, ConfigValidationError) as e:
+    print(f"launch.train: {e}", file=sys.stderr, flush=True)
+    sys.exit(2)
   if trainer.is_main:
     print("\n=== ifp_jax training summary ===")
     for name, s in summary["stages"].items():
@@ -41,6 +57,12 @@ def main(argv):
           line += f"; held-out loss with hard masks {s['eval_loss_hard_masks']:.4f}"
         if s.get("heldout_text_loss") is not None:
           line += f"; held-out CPT text loss {s['heldout_text_loss']:.4f}"
+        skipped = s.get("data_skipped") or {}
+        if any(skipped.values()):
+          line += (
+            f"; data skipped: {skipped.get('malformed_lines', 0)} malformed lines, "
+            f"{skipped.get('binary_files', 0)} binary files"
+          )
         print(line)
     print(
       f"kept FFN fraction: {kept_fraction(trainer.ifp):.3f} "

@@ -228,10 +228,14 @@ def _plan_text(paths: Sequence[str], options: Mapping[str, Any], skip_malformed:
       "bytes": sum(len(t.encode()) for _, t in docs),
       "skipped_lines": errors.count,
       "skipped_examples": errors.examples,
+      "skipped_binary_files": len(errors.binary_files),
     }
     return recs, meta
 
-  return [sources.fingerprint_files(files), fraction, text_field, piece_chars], produce
+  fp = [sources.fingerprint_files(files), fraction, text_field, piece_chars]
+  if any(f.path.endswith(".jsonl") for f in files):
+    fp.append(bool(skip_malformed))  # skip mode changes which lines are in the dataset
+  return fp, produce
 
 
 def _plan_jsonl_sft(paths: Sequence[str], options: Mapping[str, Any], skip_malformed: bool) -> Plan:

@@ -320,6 +320,9 @@ def build_iterator(
     ds = grain.MapDataset.source(records)[process_index::process_count]
     static["records"][name] = dict(mat.split_sizes) or {the_split: len(records)}
     static["skipped_lines"][name] = int(mat.metadata.get("skipped_lines", 0))
+    static.setdefault("skipped_binary_files", {})[name] = int(
+      mat.metadata.get("skipped_binary_files", 0)
+    )
     static["host_records"][name] = len(ds)
     if len(ds) == 0:
       raise ValueError(

@@ -143,6 +143,7 @@ class MalformedLines:
     self.skip = skip
     self.where: set[str] = set()  # a set: a file read once per split counts each line once
     self.examples: list[str] = []
+    self.binary_files: set[str] = set()  # skipped as not text (NUL bytes), in either mode
 
   @property
   def count(self) -> int:
@@ -158,11 +159,16 @@ class MalformedLines:
 
 def iter_jsonl(path: str, errors: MalformedLines) -> Iterator[tuple[str, dict]]:
   """(``file:line``, object) for each non-blank line; bad JSON / non-objects -> `errors`."""
-  with open(path, encoding="utf-8", errors="replace") as f:
-    for lineno, line in enumerate(f, 1):
+  with open(path, "rb") as f:
+    for lineno, raw in enumerate(f, 1):
+      where = f"{path}:{lineno}"
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        errors.report(where, f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})")
+        continue
       if not line.strip():
         continue
-      where = f"{path}:{lineno}"
       try:
         obj = json.loads(line)
       except json.JSONDecodeError as e:
@@ -185,7 +191,11 @@ def read_documents(
       if f.member is None and f.path.endswith(".jsonl"):
         docs: Iterator[tuple[str, str]] = _jsonl_texts(f, text_field, errors)
       else:
-        docs = iter([(f.key, f.read_bytes(archives.get(f.path)).decode("utf-8", "replace"))])
+        data = f.read_bytes(archives.get(f.path))
+        if b"\0" in data[:8192]:  # not text (an image, a .pyc, ...): skipped and counted
+          errors.binary_files.add(f.key)
+          continue
+        docs = iter([(f.key, data.decode("utf-8", "replace"))])
       for key, text in docs:
         if text.strip():
           yield key, text

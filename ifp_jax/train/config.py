@@ -56,7 +56,9 @@ def default_config() -> ml_collections.ConfigDict:
   t.seq_len = 128  # LLM tokens per row (CPT rows are cut into data.num_chunks chunks)
   t.log_every = 10  # steps between metrics.jsonl / TensorBoard / progress lines
   t.checkpoint_every = 200  # steps between checkpoints (also at stage ends and on SIGTERM)
-  t.keep_checkpoints = 2  # Orbax max_to_keep
+  # Good checkpoints kept. A checkpoint is confirmed good by the next step's loss and gradient
+  # (computed on its state), so the newest, unconfirmed one is kept on top of these.
+  t.keep_checkpoints = 2
   t.async_checkpoint = True
   t.grad_clip = 1.0  # per optimizer group global-norm clip (0 = off)
   t.weight_decay = 0.0
@@ -66,6 +68,16 @@ def default_config() -> ml_collections.ConfigDict:
   t.freeze = ""  # "" | "llm" | "predictor" | "llm,predictor"
   t.eval_rows = 512  # held-out sample per stage (fixed rows of the eval split; 0 = no eval)
   t.eval_every = 0  # also evaluate it every N steps (a multiple of log_every; 0 = stage ends)
+  # Divergence guards: a non-finite state, or a logged loss / gradient norm above these (0 = off),
+  # or this many logged steps in a row with gradient norm exactly 0 (a dead model, loss = ln V)
+  # stop the job; such a state is never saved over a good checkpoint (only aside, if asked).
+  t.divergence_max_loss = 0.0
+  t.divergence_max_grad_norm = 0.0
+  t.divergence_dead_checks = 2
+  t.save_diverged = True  # write the diverged state to <workdir>/diverged/ for diagnosis
+  # Resume refuses config changes that alter the model or the state's meaning; list intended
+  # ones here, comma-separated fields or prefixes (e.g. "cpt.steps,sft").
+  t.allow_config_change = ""
 
   for stage in ("cpt", "sft"):
     s = c[stage] = ml_collections.ConfigDict()

@@ -18,6 +18,9 @@ class MetricsLogger:
     self._history: dict[str, list[dict[str, Any]]] = {}
     self._stage, self._total, self._t0 = None, 0, time.perf_counter()
     if enabled:
+      from ifp_jax.train.run_files import repair_jsonl
+
+      repair_jsonl(pathlib.Path(workdir) / "metrics.jsonl")  # a kill mid-write leaves half a line
       self._file = open(pathlib.Path(workdir) / "metrics.jsonl", "a")
       try:
         from tensorboardX import SummaryWriter
@@ -103,7 +106,9 @@ def plot_loss_curves(metrics_file: pathlib.Path, out_png: pathlib.Path) -> pathl
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  rows = [json.loads(line) for line in open(metrics_file) if line.strip()]
+  from ifp_jax.train.run_files import read_jsonl
+
+  rows = read_jsonl(metrics_file)
   fig, ax = plt.subplots(figsize=(7, 4))
   for stage in dict.fromkeys(r["stage"] for r in rows):
     pts = [(r["step"], r["loss"]) for r in rows if r["stage"] == stage]

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import pathlib
 import signal
 import sys
@@ -24,16 +25,25 @@ from ifp_jax.data.tokenization import Tokenizer, load_tokenizer
 from ifp_jax.model.config import LlamaConfig
 from ifp_jax.model.ifp_model import IFPConfig
 from ifp_jax.model.predictor import backbone_from_llm
-from ifp_jax.train import distributed, heldout, optim, sharding, validate
+from ifp_jax.train import distributed, heldout, optim, run_files, sharding, validate
 from ifp_jax.train.checkpointing import Checkpointer
-from ifp_jax.train.config import build_ifp_config, llama_from_fields
+from ifp_jax.train.config import build_ifp_config, default_config, llama_from_fields
 from ifp_jax.train.metrics import MetricsLogger, plot_loss_curves
+from ifp_jax.train.resume_check import check_resume
 from ifp_jax.train.state import BATCH_NDIMS, abstract_state, compile_steps, init_state
 from ifp_jax.train.step import StepConfig
 
 log = logging.getLogger(__name__)
 
 STAGES = ("cpt", "sft")
+
+
+SUSPECT = "gradient norm exactly 0"  # not (yet) dead, but not saved as a good checkpoint
+
+
+class DivergenceError(RuntimeError):
+  """Training diverged (non-finite, over a divergence_* bound, or dead); one line naming the
+  step and the last good checkpoint. Nothing diverged was saved as a checkpoint."""
 
 
 @dataclasses.dataclass
@@ -123,11 +133,10 @@ class Trainer:
   def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path, devices=None):
     """`devices`: the mesh's devices (default all); tests pass subsets to compare meshes."""
     self.config = config
-    self.workdir = pathlib.Path(workdir).absolute()
+    self.workdir = pathlib.Path(os.path.expanduser(str(workdir))).absolute()
     self.is_main = jax.process_index() == 0
-    if self.is_main:
-      self.workdir.mkdir(parents=True, exist_ok=True)
-      (self.workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    # config.json is written by run(), after validation and restore (a refused launch keeps
+    # the run's record of its config).
     self.tokenizer = load_tokenizer(config.data.tokenizer)
     self.mesh = sharding.make_mesh(tuple(config.mesh), devices)
     ifp, self.pretrained = resolve_models(config, self.tokenizer)
@@ -173,8 +182,11 @@ class Trainer:
       ifp, target_warmup_steps=int(t.target_warmup_frac * self.total_steps), seed=config.seed
     )
     self.ckpt = Checkpointer(
-      self.workdir / "checkpoints", max_to_keep=t.keep_checkpoints, async_save=t.async_checkpoint
+      self.workdir / "checkpoints",
+      max_to_keep=t.keep_checkpoints + 1,  # + the newest, not yet confirmed by the next step
+      async_save=t.async_checkpoint,
     )
+    self._unconfirmed: int | None = None  # saved step whose state no step has used yet
     self._stop_requested = False
 
   # --- state ------------------------------------------------------------------------------
@@ -184,15 +196,24 @@ class Trainer:
   def init_or_restore(self):
     with self._scope():
       abstract, shardings = abstract_state(self.ifp, self.tx, self.mesh)
-      latest = self.ckpt.latest_step()
-      if latest is not None:
-        state, meta, data_state = self.ckpt.restore(abstract)
-        log.info("resumed from step %d (%s)", latest, self.ckpt.directory)
+      if self.ckpt.latest_step() is not None:
+        state, meta, data_state = self.ckpt.restore(abstract, check_meta=self._check_resume)
+        log.info("resumed from step %d (%s)", meta["step"], self.ckpt.directory)
+        self._unconfirmed = int(meta["step"])
         return state, shardings, data_state
       state, shardings = init_state(
         self.ifp, self.tx, self.mesh, jax.random.key(self.config.seed), self.pretrained
       )
       return state, shardings, None
+
+  def _check_resume(self, meta: dict) -> None:
+    check_resume(
+      meta.get("config") or {},
+      json.loads(self.config.to_json_best_effort()),
+      step=int(meta.get("step", -1)),
+      allowed=self.config.train.get("allow_config_change", ""),
+      defaults=json.loads(default_config().to_json_best_effort()),
+    )
 
   def _iterator(self, stage: Stage, split: str | None = None, num_epochs=None):
     return build_iterator(
@@ -226,20 +247,106 @@ class Trainer:
       "tokenizer": self.config.data.tokenizer,
     }
 
-  def _save(self, step, state, stage, it, force=False):
+  def _save(self, step, state, stage, it, force=False, metrics=None):
+    """Saves only a healthy state: a diverged one stops the job (DivergenceError)."""
+    problem = self._unhealthy(step, state, metrics)
     # Each host reads its own slice, so each host's position is saved (index = process index).
-    data_state = {"stage": stage.name, "iterators": distributed.allgather_json(it.get_state())}
-    self.ckpt.save(step, state, self._meta(step, stage), data_state, force=force)
+    data_state = _data_state(stage, it)
+    if problem == SUSPECT:
+      log.warning("step %d: gradient norm exactly 0; not saved as a good checkpoint", step)
+      return
+    if problem:
+      self._diverged(step, state, stage, data_state, problem)
+    if self.ckpt.save(step, state, self._meta(step, stage), data_state, force=force):
+      self._unconfirmed = step
+
+  def _confirm(self, step: int, metrics: dict) -> str | None:
+    """Step `step` ran on the state of checkpoint `step - 1`: its metrics confirm that
+    checkpoint or move it aside (a finite state can still be garbage: params ~1e38, or dead)."""
+    problem = self._unhealthy(step, None, metrics)
+    if self._unconfirmed == step - 1:
+      if problem:
+        self.ckpt.set_aside(step - 1, self.workdir / "suspect_checkpoints", problem)
+      self._unconfirmed = None
+    return problem
+
+  # --- health -----------------------------------------------------------------------------
+  def _unhealthy(self, step: int, state, metrics: dict | None) -> str | None:
+    """Why the state after `step` must not be saved, or None. `metrics`: host floats of `step`
+    (their loss/gradient are those of the state before the update)."""
+    t = self.config.train
+    if metrics is not None:
+      loss, gnorm = metrics.get("loss", 0.0), metrics.get("grad_norm", 0.0)
+      if not (math.isfinite(loss) and math.isfinite(gnorm)):
+        return f"loss {loss}, gradient norm {gnorm}"
+      if t.get("divergence_max_loss", 0) and loss > t.divergence_max_loss:
+        return f"loss {loss:.4g} > train.divergence_max_loss={t.divergence_max_loss}"
+      if t.get("divergence_max_grad_norm", 0) and gnorm > t.divergence_max_grad_norm:
+        return (
+          f"gradient norm {gnorm:.4g} > train.divergence_max_grad_norm={t.divergence_max_grad_norm}"
+        )
+      dead_checks = int(t.get("divergence_dead_checks", 0))
+      if step != self._dead_last:  # one count per step (log and save may both look)
+        self._dead_last = step
+        self._dead_run = self._dead_run + 1 if gnorm == 0.0 else 0
+      if dead_checks and self._dead_run >= dead_checks:
+        return (
+          f"dead model: gradient norm exactly 0 at {self._dead_run} checked steps in a row "
+          f"(loss {loss:.4f}; ln V = {math.log(self.ifp.llm.vocab_size):.4f})"
+        )
+      if gnorm == 0.0:
+        return SUSPECT
+    if state is not None:
+      with self._scope():
+        if not bool(jax.device_get(_all_finite(state))):
+          return "non-finite values in the train state"
+    return None
+
+  def _diverged(self, step, state, stage, data_state, problem: str):
+    """Never over a good checkpoint: the bad state goes aside (optionally), then stop."""
+    self.ckpt.wait()  # pending good saves land first, so "last good" below is true
+    aside = ""
+    if self.config.train.get("save_diverged", True):
+      bad = Checkpointer(self.workdir / "diverged", max_to_keep=1, async_save=False)
+      try:
+        bad.save(step, state, self._meta(step, stage), data_state, force=True)
+        bad.close()
+        aside = f"; the diverged state is in {bad.directory}/{step} for diagnosis"
+      except Exception as e:  # noqa: BLE001 - diagnosis only: never hide the divergence
+        aside = f"; saving the diverged state aside failed ({e})"
+    good = self.ckpt.latest_step()
+    last = (
+      f"the last good checkpoint is step {good} in {self.ckpt.directory} (a rerun resumes there)"
+      if good is not None
+      else "there is no good checkpoint yet (a rerun starts afresh)"
+    )
+    raise DivergenceError(f"training diverged at step {step} ({problem}); {last}{aside}")
 
   # --- loop -------------------------------------------------------------------------------
   def run(self, max_steps: int | None = None) -> dict[str, Any]:
-    """Trains to the end (or `max_steps` more steps); returns a summary dict."""
+    """Trains to the end (or `max_steps` more steps); returns a summary dict.
+
+    Holds the workdir lock throughout (a second job on this workdir raises WorkdirLockedError).
+    """
+    if max_steps is not None and max_steps < 0:
+      raise ValueError(f"max_steps={max_steps} must be >= 0")
+    lock = run_files.WorkdirLock(self.workdir).acquire() if self.is_main else None
     previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+    failed = True
     try:
-      return self._run(max_steps)
+      out = self._run(max_steps)
+      failed = False
+      return out
     finally:
       signal.signal(signal.SIGTERM, previous)
-      self.ckpt.wait()
+      try:
+        self.ckpt.wait()
+      except Exception:  # noqa: BLE001 - a save error is raised already or by _run
+        if not failed:
+          raise
+      finally:
+        if lock is not None:
+          lock.release()
 
   def _on_sigterm(self, signum, frame):
     log.warning("SIGTERM: saving a checkpoint at the next step boundary, then exiting")
@@ -247,7 +354,14 @@ class Trainer:
 
   def _run(self, max_steps):
     t = self.config.train
+    self._dead_run, self._dead_last = 0, -1
     state, shardings, data_state = self.init_or_restore()
+    if self.is_main:  # only now: a refused launch leaves the run's record untouched
+      run_files.write_config(self.workdir, self.config.to_json_best_effort(indent=2))
+    step = int(jax.device_get(state.step))
+    # Every remaining stage's data is built/checked before the first step (bad SFT data must
+    # not wait for the end of CPT).
+    iterators = {s.name: self._iterator(s) for s in self.stages if s.steps > 0 and step < s.end}
     with self._scope():
       train, evaluate = compile_steps(
         self.step_cfg, self.tx, self.lr_fns, shardings, self.mesh, BATCH_NDIMS
@@ -259,7 +373,7 @@ class Trainer:
     for stage in self.stages:
       if step >= stage.end or stage.steps == 0 or step >= budget_end:
         continue
-      it = self._iterator(stage)
+      it = iterators.pop(stage.name)
       if data_state is not None and data_state.get("stage") == stage.name:
         it.set_state(_host_position(data_state))
       data_state = None
@@ -271,8 +385,18 @@ class Trainer:
           state, metrics = train(state, sharding.host_to_global(batch, self.mesh))
         step += 1
         tokens_since += batch["input_ids"].size * jax.process_count()
-        if step % t.log_every == 0 or step == stage.end:
+        self.ckpt.check()  # a failed async save stops the job now, not at the next save
+        m = None
+        if self._unconfirmed == step - 1:  # this step used a saved state: does it hold up?
           m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          problem = self._confirm(step, m)
+          if problem and problem != SUSPECT:
+            m.update(step=step, stage=stage.name, tokens_per_sec=0.0)
+            logger.log(m, remaining=min(stage.end, budget_end) - step)
+            logger.close()
+            self._diverged(step, state, stage, _data_state(stage, it), problem)
+        if step % t.log_every == 0 or step == stage.end:
+          m = m or {k: float(v) for k, v in jax.device_get(metrics).items()}
           dt = time.perf_counter() - t0
           m.update(step=step, stage=stage.name, tokens_per_sec=tokens_since / max(dt, 1e-9))
           m.update(it.take_window())  # distinct documents / largest document share since last log
@@ -280,14 +404,17 @@ class Trainer:
             m.update(self._eval_metrics(state, stage, evaluate))
           logger.log(m, remaining=min(stage.end, budget_end) - step)
           t0, tokens_since = time.perf_counter(), 0
-          if not math.isfinite(m["loss"]):
-            self._save(step, state, stage, it, force=True)
-            raise FloatingPointError(f"loss is {m['loss']} at step {step}; checkpoint saved")
-        # Also at the end of a --max_steps budget, so a bounded run can be continued.
-        if step % t.checkpoint_every == 0 or step in (stage.end, budget_end):
-          self._save(step, state, stage, it)
+          problem = self._unhealthy(step, state, m)
+          if problem and problem != SUSPECT:
+            logger.close()
+            self._diverged(step, state, stage, _data_state(stage, it), problem)
+        save_due = step % t.checkpoint_every == 0 or step in (stage.end, budget_end)
+        if save_due or self._stop_requested:
+          if m is None:  # the health test needs this step's loss and gradient norm
+            m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          # Also at the end of a --max_steps budget, so a bounded run can be continued.
+          self._save(step, state, stage, it, force=self._stop_requested, metrics=m)
         if self._stop_requested:
-          self._save(step, state, stage, it, force=True)
           self.ckpt.wait()
           logger.close()
           log.warning("stopped by SIGTERM at step %d; checkpoint written", step)
@@ -302,6 +429,12 @@ class Trainer:
         s["eval_loss_hard_masks"] = s.get("heldout_loss")  # older name, read by launch/benchmarks
         if s.get("heldout_loss") is not None:
           s["heldout_gap"] = s["heldout_loss"] - s["train_loss"]
+      stats = getattr(it, "stats", None) or {}  # DataIterator.stats (a property)
+      if s:  # shown by launch.train, kept in summary.json
+        s["data_skipped"] = {
+          "malformed_lines": sum((stats.get("skipped_lines") or {}).values()),
+          "binary_files": sum((stats.get("skipped_binary_files") or {}).values()),
+        }
     self.ckpt.wait()
     logger.close()
     summary.update(
@@ -309,7 +442,7 @@ class Trainer:
     )
     if self.is_main:
       plot_loss_curves(self.workdir / "metrics.jsonl", self.workdir / "loss_curve.png")
-      (self.workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+      summary = run_files.merge_summary(self.workdir / "summary.json", summary)
     return summary
 
   def _held_out_sample(self, name: str) -> list | None:
@@ -362,6 +495,17 @@ class Trainer:
       if text is not None:
         out["heldout_text_loss"] = text["loss"]
     return out
+
+
+def _data_state(stage: Stage, it) -> dict:
+  return {"stage": stage.name, "iterators": distributed.allgather_json(it.get_state())}
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  """True iff every floating leaf of `tree` is finite (one scalar, not a host copy)."""
+  leaves = [x for x in jax.tree.leaves(tree) if jax.numpy.issubdtype(x.dtype, jax.numpy.inexact)]
+  return jax.numpy.all(jax.numpy.stack([jax.numpy.isfinite(x).all() for x in leaves]))
 
 
 class _Scope:

@@ -180,6 +180,7 @@ def check(
           f"(put more devices on data/fsdp, fewer on tensor)",
         )
       )
+  problems += check_values(config, ifp)
   chunks = int(config.data.num_chunks)
   seq_len = int(config.train.seq_len)
   if int(config.cpt.steps) > 0 and (chunks < 2 or seq_len % chunks):
@@ -189,6 +190,51 @@ def check(
         f"train.seq_len={seq_len} is not divisible by "
         f"data.num_chunks={chunks} (must be >= 2: CPT rows are cut into "
         f"num_chunks chunks)",
+      )
+    )
+  return problems
+
+
+def check_values(config, ifp: IFPConfig) -> list[Problem]:
+  """Counts, intervals and lengths that must be positive / in range (checked before compiling:
+  e.g. train.log_every=0 would otherwise be a ZeroDivisionError after the first step)."""
+  problems: list[Problem] = []
+
+  def need(field: str, value: Any, ok: bool, what: str) -> None:
+    if not ok:
+      problems.append(Problem(field, f"{field}={value!r} must be {what}"))
+
+  t = config.train
+  for stage in ("cpt", "sft"):
+    steps = config[stage].steps
+    need(f"{stage}.steps", steps, int(steps) >= 0, ">= 0 (0 skips the stage)")
+    for key in ("llm_lr", "predictor_lr"):
+      v = float(config[stage][key])
+      need(f"{stage}.{key}", v, math.isfinite(v) and v >= 0, "a finite number >= 0")
+    need(
+      f"{stage}.warmup_steps", config[stage].warmup_steps, config[stage].warmup_steps >= 0, ">= 0"
+    )
+  for key in ("log_every", "checkpoint_every", "keep_checkpoints", "batch_size", "seq_len"):
+    need(f"train.{key}", t[key], int(t[key]) >= 1, ">= 1")
+  need("train.eval_rows", t.eval_rows, int(t.eval_rows) >= 0, ">= 0")
+  need("train.eval_every", t.eval_every, int(t.eval_every) >= 0, ">= 0")
+  for key in ("divergence_max_loss", "divergence_max_grad_norm", "divergence_dead_checks"):
+    if key in t:
+      v = float(t[key])
+      need(f"train.{key}", t[key], math.isfinite(v) and v >= 0, "a finite number >= 0 (0 = off)")
+  if int(t.seq_len) > ifp.llm.max_position_embeddings:
+    problems.append(
+      Problem(
+        "train.seq_len",
+        f"train.seq_len={t.seq_len} exceeds the LLM's max_position_embeddings="
+        f"{ifp.llm.max_position_embeddings} (model.llm.max_position_embeddings or the checkpoint)",
+      )
+    )
+  if ifp.mask_kind != "none" and not 0 < int(ifp.k) <= ifp.llm.intermediate_size:
+    problems.append(
+      Problem(
+        "model.k",
+        f"model.k={ifp.k} must be in 1..{ifp.llm.intermediate_size} (the FFN width)",
       )
     )
   return problems
