@@ -146,9 +146,8 @@ def _generate(
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(cfg_json: str):
-  """One jitted generate per config (LlamaConfig may hold a dict, so key on its JSON)."""
-  cfg = LlamaConfig(**json.loads(cfg_json))
+def _compiled(cfg: LlamaConfig):
+  """One jitted generate per config (configs are frozen and hashable: the cache key)."""
   return jax.jit(
     functools.partial(_generate, cfg),
     static_argnames=("max_new_tokens", "cache_len", "greedy", "top_k"),
@@ -205,7 +204,7 @@ def generate(
   eos = list(eos_ids)
   eos = jnp.asarray(eos + [-1] * (round_up(len(eos) + 1, 8) - len(eos)), jnp.int32)  # fixed shape
   cache_len = round_up(p + max_new_tokens, cache_multiple)
-  fn = _compiled(json.dumps(cfg.to_dict(), sort_keys=True))
+  fn = _compiled(cfg)
   return fn(
     params,
     input_ids,

@@ -23,6 +23,38 @@ def to_dtype(name: str) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
+class RopeScaling:
+  """HF's Llama-3 `rope_scaling` (a frozen record, so configs stay hashable jit-cache keys)."""
+
+  factor: float
+  low_freq_factor: float
+  high_freq_factor: float
+  original_max_position_embeddings: int
+  rope_type: str = "llama3"
+
+  def __post_init__(self):
+    if self.rope_type != "llama3":
+      raise ValueError(f"rope_scaling rope_type={self.rope_type!r}: only 'llama3' is supported")
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any], source: str = "rope_scaling") -> "RopeScaling | None":
+    """HF dict (`rope_scaling`, or transformers 5's `rope_parameters`) -> RopeScaling or None."""
+    kind = d.get("rope_type", d.get("type", "default"))
+    if kind == "default":
+      return None
+    if kind != "llama3":
+      raise ValueError(f"{source}: rope_type={kind!r} is not supported (only 'llama3')")
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "rope_type"]
+    missing = [n for n in names if d.get(n) is None]
+    if missing:
+      raise ValueError(f"{source}: llama3 rope scaling needs {missing}")
+    return cls(**{n: d[n] for n in names})
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class LlamaConfig:
   """Llama-family decoder shape and numerics (HF field names)."""
 
@@ -35,9 +67,8 @@ class LlamaConfig:
   head_dim: int | None = None  # None -> hidden_size // num_attention_heads
   rms_norm_eps: float = 1e-5
   rope_theta: float = 10000.0
-  # None, or HF's Llama-3 dict: {"rope_type": "llama3", "factor", "low_freq_factor",
-  # "high_freq_factor", "original_max_position_embeddings"}.
-  rope_scaling: Mapping[str, Any] | None = None
+  # None or RopeScaling; an HF-style dict is accepted and frozen in __post_init__.
+  rope_scaling: RopeScaling | None = None
   max_position_embeddings: int = 2048
   tie_word_embeddings: bool = True
   initializer_range: float = 0.02
@@ -52,6 +83,8 @@ class LlamaConfig:
   scan_unroll: int = 1
 
   def __post_init__(self):
+    if isinstance(self.rope_scaling, Mapping):  # frozen, so the config stays hashable
+      object.__setattr__(self, "rope_scaling", RopeScaling.from_dict(self.rope_scaling))
     if self.hidden_size % self.num_attention_heads and self.head_dim is None:
       raise ValueError(
         f"hidden_size={self.hidden_size} is not divisible by num_attention_heads="
@@ -66,10 +99,6 @@ class LlamaConfig:
       raise ValueError(f"remat={self.remat!r}; expected 'none', 'full' or 'dots'")
     to_dtype(self.dtype)
     to_dtype(self.param_dtype)
-    if self.rope_scaling is not None:
-      kind = self.rope_scaling.get("rope_type", self.rope_scaling.get("type"))
-      if kind not in ("llama3", "default"):
-        raise ValueError(f"rope_scaling type {kind!r} is not supported (only 'llama3')")
 
   @property
   def resolved_head_dim(self) -> int:
@@ -79,9 +108,16 @@ class LlamaConfig:
     return dataclasses.replace(self, **kw)
 
   def to_dict(self) -> dict[str, Any]:
-    d = dataclasses.asdict(self)
-    d["rope_scaling"] = dict(self.rope_scaling) if self.rope_scaling else None
-    return d
+    """JSON-serialisable fields; `from_dict` inverts it."""
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any], source: str = "config") -> "LlamaConfig":
+    """Inverse of `to_dict` (also reads older dicts: fields added since take their defaults)."""
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+      raise ValueError(f"{source}: unknown LlamaConfig fields {unknown}")
+    return cls(**d)
 
   # --- HF interop -----------------------------------------------------------------------------
   _HF_FIELDS = (
@@ -137,13 +173,9 @@ class LlamaConfig:
     if rope_params:
       if "rope_theta" in rope_params:
         kw["rope_theta"] = rope_params["rope_theta"]
-      if rope_params.get("rope_type", "default") != "default":
-        kw["rope_scaling"] = dict(rope_params)
-    if (
-      kw.get("rope_scaling")
-      and kw["rope_scaling"].get("rope_type", kw["rope_scaling"].get("type")) == "default"
-    ):
-      kw["rope_scaling"] = None
+      kw["rope_scaling"] = rope_params
+    if kw.get("rope_scaling") is not None:
+      kw["rope_scaling"] = RopeScaling.from_dict(kw["rope_scaling"], f"{source}: rope_scaling")
     kw.update(overrides)
     return cls(**kw)
 
@@ -151,7 +183,7 @@ class LlamaConfig:
     """An HF `config.json` dict that transformers' LlamaForCausalLM loads."""
     hf = {k: getattr(self, k) for k in self._HF_FIELDS}
     hf["head_dim"] = self.resolved_head_dim
-    hf["rope_scaling"] = dict(self.rope_scaling) if self.rope_scaling else None
+    hf["rope_scaling"] = self.rope_scaling.to_dict() if self.rope_scaling else None
     hf.update(self._HF_REQUIRED)
     hf.update(
       model_type="llama",

@@ -51,11 +51,11 @@ def rope_inv_freq(cfg: LlamaConfig) -> Array:
   hd = cfg.resolved_head_dim
   inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, hd, 2, dtype=jnp.float32) / hd))
   rs = cfg.rope_scaling
-  if not rs or rs.get("rope_type", rs.get("type")) == "default":
+  if rs is None:
     return inv_freq
-  factor = rs["factor"]
-  low, high = rs["low_freq_factor"], rs["high_freq_factor"]
-  old_ctx = rs["original_max_position_embeddings"]
+  factor = rs.factor
+  low, high = rs.low_freq_factor, rs.high_freq_factor
+  old_ctx = rs.original_max_position_embeddings
   low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
   wavelen = 2 * math.pi / inv_freq
   scaled = jnp.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)

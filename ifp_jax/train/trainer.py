@@ -209,15 +209,7 @@ class Trainer:
       "stage": stage.name,
       "total_steps": self.total_steps,
       "config": json.loads(self.config.to_json_best_effort()),
-      "ifp": {
-        "llm": self.ifp.llm.to_dict(),
-        "predictor": self.ifp.predictor.to_dict() if self.ifp.predictor else None,
-        "head": dataclasses.asdict(self.ifp.head),
-        "mask_kind": self.ifp.mask_kind,
-        "k": self.ifp.k,
-        "eps": self.ifp.eps,
-        "hc_init_log_alpha": self.ifp.hc_init_log_alpha,
-      },
+      "ifp": self.ifp.to_dict(),
       "tokenizer": self.config.data.tokenizer,
     }
 
