@@ -159,3 +159,21 @@ def test_configs_are_hashable_and_round_trip_through_json():
     LlamaConfig.from_dict({"rope_scale": 1})
   with pytest.raises(ValueError, match="rope_type='yarn'"):
     LlamaConfig(rope_scaling={"rope_type": "yarn", "factor": 2.0})
+
+
+def test_model_specs_resolve_with_the_same_errors(tmp_path):
+  from ifp_jax.io.models import parse_spec
+
+  assert parse_spec("smollm2") == ("smollm2", None)
+  hf_dir = tiny_llama(tmp_path / "hf", tied=True, rope_scaling=None)
+  assert parse_spec(f"hf:{hf_dir}") == ("hf", hf_dir) == parse_spec(str(hf_dir))
+  (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+  assert parse_spec(str(tmp_path / "run"))[0] == "workdir"
+  with pytest.raises(FileNotFoundError, match="config.json not found"):
+    parse_spec(f"hf:{tmp_path / 'nothing'}", "model.init_from")
+  with pytest.raises(FileNotFoundError, match="GGUF file .* not found"):
+    parse_spec(f"gguf:{tmp_path / 'x.gguf'}")
+  with pytest.raises(ValueError, match="unknown prefix"):
+    parse_spec("hff:x")
+  with pytest.raises(FileNotFoundError, match="neither an HF directory"):
+    parse_spec(str(tmp_path / "nothing"))

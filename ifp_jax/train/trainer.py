@@ -56,18 +56,11 @@ def stages_of(config) -> list[Stage]:
 
 
 def load_pretrained(spec: str) -> tuple[LlamaConfig, dict]:
-  """'smollm2' | 'hf:PATH' -> (config, numpy params)."""
-  from ifp_jax.io import hf as hf_io
+  """A model spec (ifp_jax.io.models: smollm2, gguf:, hf:, WORKDIR) -> (config, numpy params)."""
+  from ifp_jax.io.models import resolve_model
 
-  if spec == "smollm2":
-    from ifp_jax.io import gguf as gguf_io
-
-    hf_cfg, state_dict = gguf_io.read_gguf_llama(gguf_io.find_smollm2_gguf())
-    cfg = LlamaConfig.from_hf_dict(hf_cfg, source="smollm2 GGUF")
-    return cfg, hf_io.hf_to_params(cfg, state_dict, source="smollm2 GGUF")
-  if spec.startswith("hf:"):
-    return hf_io.load_hf_dir(spec[3:])
-  raise ValueError(f"model.init_from={spec!r}: expected '', 'smollm2' or 'hf:PATH'")
+  model = resolve_model(spec, flag="model.init_from")
+  return model.cfg, model.params
 
 
 def resolve_models(config, tokenizer: Tokenizer) -> tuple[IFPConfig, dict | None]:
