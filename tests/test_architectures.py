@@ -31,9 +31,26 @@ LLAMA3_SCALING = {
 VOCAB = 384  # >= the byte tokenizer's ids; divides the test meshes
 
 
-def tiny_llama(folder: pathlib.Path, tied: bool, rope_scaling) -> pathlib.Path:
+ARCHS = {  # name -> (transformers config class, model class, extra config fields)
+  "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
+  "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"use_sliding_window": False}),
+  "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"use_sliding_window": False, "head_dim": 16}),
+}
+# (architecture, tied, rope scaling): the acceptance matrix of issue 14.
+CASES = [
+  ("llama", True, None),
+  ("llama", False, LLAMA3_SCALING),
+  ("qwen2", False, None),
+  ("qwen3", True, None),
+]
+
+
+def tiny_model(folder: pathlib.Path, arch: str, tied: bool, rope_scaling) -> pathlib.Path:
+  """A random 2-layer transformers model saved to `folder`; norms and biases randomised (the
+  default init leaves them at 1 / 0, which would not test them)."""
+  cfg_cls, model_cls, extra = ARCHS[arch]
   torch.manual_seed(0)
-  cfg = transformers.LlamaConfig(
+  cfg = getattr(transformers, cfg_cls)(
     vocab_size=VOCAB,
     hidden_size=64,
     intermediate_size=128,
@@ -44,9 +61,74 @@ def tiny_llama(folder: pathlib.Path, tied: bool, rope_scaling) -> pathlib.Path:
     tie_word_embeddings=tied,
     rope_scaling=rope_scaling,
     initializer_range=0.1,
+    **extra,
   )
-  transformers.LlamaForCausalLM(cfg).eval().save_pretrained(folder)
+  model = getattr(transformers, model_cls)(cfg).eval()
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if "norm" in name:
+        p.copy_(1 + 0.1 * torch.randn_like(p))
+      elif name.endswith(".bias"):
+        p.copy_(0.1 * torch.randn_like(p))
+  model.save_pretrained(folder)
   return folder
+
+
+def tiny_llama(folder: pathlib.Path, tied: bool, rope_scaling) -> pathlib.Path:
+  return tiny_model(folder, "llama", tied, rope_scaling)
+
+
+def hf_logits(folder: pathlib.Path, ids: np.ndarray) -> np.ndarray:
+  model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+  with torch.no_grad():
+    return model(torch.tensor(ids)).logits.numpy()
+
+
+@pytest.mark.parametrize("arch,tied,rope_scaling", CASES)
+def test_import_and_export_match_transformers(tmp_path, arch, tied, rope_scaling):
+  import jax.numpy as jnp
+
+  from ifp_jax.io import hf as hf_io
+  from ifp_jax.io.export import writer
+  from ifp_jax.model.decoder import Decoder
+
+  src = tiny_model(tmp_path / "src", arch, tied, rope_scaling)
+  cfg, params = hf_io.load_hf_dir(src)
+  assert cfg.model_type == arch and cfg.tie_word_embeddings == tied
+  assert (cfg.rope_scaling is not None) == (rope_scaling is not None)
+  ids = np.random.default_rng(0).integers(0, VOCAB, size=(2, 40))  # > original ctx 16
+  ours = np.asarray(Decoder(cfg).apply({"params": params}, jnp.asarray(ids)).logits)
+  imported = np.abs(ours - hf_logits(src, ids)).max()
+  out = writer.write_hf_model(cfg, params, tmp_path / "out")
+  exported_cfg = json.loads((out / "config.json").read_text())
+  assert exported_cfg["model_type"] == arch
+  assert exported_cfg["architectures"] == [ARCHS[arch][1]]
+  exported = np.abs(ours - hf_logits(out, ids)).max()
+  print(
+    f"{arch} tied={tied} rope_scaling={bool(rope_scaling)}: max |logit diff| import "
+    f"{imported:.2e} export {exported:.2e}"
+  )
+  assert imported < 1e-4 and exported < 1e-4
+
+
+@pytest.mark.parametrize(
+  "arch,field,value,match",
+  [
+    ("qwen2", "use_sliding_window", True, "use_sliding_window=True"),
+    ("qwen2", "num_experts", 4, "num_experts=4"),
+    ("qwen3", "layer_types", ["sliding_attention", "full_attention"], "layer_types="),
+    ("qwen2", "model_type", "qwen2_moe", "model_type='qwen2_moe'"),
+  ],
+)
+def test_unsupported_hf_configs_name_the_field(tmp_path, arch, field, value, match):
+  from ifp_jax.io import hf as hf_io
+
+  src = tiny_model(tmp_path, arch, False, None)
+  d = json.loads((src / "config.json").read_text())
+  d[field] = value
+  (src / "config.json").write_text(json.dumps(d))
+  with pytest.raises(ValueError, match=match):
+    hf_io.load_hf_dir(src)
 
 
 def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:

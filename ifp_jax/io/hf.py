@@ -45,6 +45,13 @@ def _rule(cfg: LlamaConfig):
     ("mlp.up_proj.weight", ("mlp", "up_proj", "kernel"), *transpose),
     ("mlp.down_proj.weight", ("mlp", "down_proj", "kernel"), *transpose),
   ]
+  if cfg.qkv_bias:
+    heads_bias = lambda n: (lambda b: b.reshape(n, hd), lambda k: k.reshape(n * hd))  # noqa: E731
+    for name, n in (("q_proj", h), ("k_proj", kv), ("v_proj", kv)):
+      per_layer.append((f"self_attn.{name}.bias", ("self_attn", name, "bias"), *heads_bias(n)))
+  if cfg.qk_norm:
+    for name in ("q_norm", "k_norm"):
+      per_layer.append((f"self_attn.{name}.weight", ("self_attn", name, "weight"), *same))
   globals_ = [
     ("model.embed_tokens.weight", ("embed_tokens", "embedding"), *same),
     ("model.norm.weight", ("norm", "weight"), *same),
@@ -107,7 +114,7 @@ def hf_to_params(
   unknown = [n for n in state_dict if n not in used and not n.endswith(_IGNORED_SUFFIXES)]
   if unknown:
     raise ValueError(
-      f"{source}: unexpected weights not used by a Llama of this config: "
+      f"{source}: unexpected weights not used by a {cfg.model_type} model of this config: "
       f"{sorted(unknown)[:8]}{' ...' if len(unknown) > 8 else ''}"
     )
   _check_shapes(cfg, params, source)
@@ -143,6 +150,12 @@ def expected_shapes(cfg: LlamaConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
     ("layers", "mlp", "up_proj", "kernel"): (n, d, f),
     ("layers", "mlp", "down_proj", "kernel"): (n, f, d),
   }
+  if cfg.qkv_bias:
+    for name, heads in (("q_proj", h), ("k_proj", kv), ("v_proj", kv)):
+      shapes[("layers", "self_attn", name, "bias")] = (n, heads, hd)
+  if cfg.qk_norm:
+    for name in ("q_norm", "k_norm"):
+      shapes[("layers", "self_attn", name, "weight")] = (n, hd)
   if not cfg.tie_word_embeddings:
     shapes[("lm_head", "kernel")] = (d, v)
   return shapes

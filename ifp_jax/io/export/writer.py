@@ -277,7 +277,7 @@ def write_llama_config(
   out_dir: pathlib.Path,
   dtype: str,
   tokenizer: Any | None = None,
-  architecture: str = "LlamaForCausalLM",
+  architecture: str | None = None,
   special_ids: Mapping[str, Any] | None = None,
 ) -> None:
   """config.json (+ generation_config.json with the tokenizer's stop / pad ids).
@@ -285,7 +285,8 @@ def write_llama_config(
   `special_ids` {bos, eos, pad} (a converted checkpoint's own ids) override the tokenizer's.
   """
   hf = cfg.to_hf_dict(torch_dtype=dtype)
-  hf["architectures"] = [architecture]
+  if architecture is not None:  # default: the config's own (Llama / Qwen2 / Qwen3)
+    hf["architectures"] = [architecture]
   hf["dtype"] = dtype  # transformers >= 5 reads `dtype`; `torch_dtype` kept for older readers
   gen: dict[str, Any] = {"do_sample": False}
   if tokenizer is not None:
@@ -304,7 +305,7 @@ def write_llama_config(
     hf.update(ids)
     gen.update(ids)
   write_json(out_dir / "config.json", hf)
-  if architecture == "LlamaForCausalLM":
+  if architecture is None:
     write_json(out_dir / "generation_config.json", gen)
 
 
