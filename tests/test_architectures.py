@@ -1,9 +1,9 @@
 """HF architectures end to end: tiny random transformers models -> train -> CLIs -> HF export.
 
-The train-and-CLI test is the user path of issue 14: an imported checkpoint (here with Llama-3
-rope scaling) trains, then launch.generate, launch.eval (perplexity) and launch.export
---what=pruned run on the WORKDIR, and the pruned export generates in transformers the greedy
-tokens our pruned model generates.
+The train-and-CLI test is the user path of issue 14: an imported checkpoint (Llama with and
+without Llama-3 rope scaling, Qwen2 with biases, Qwen3 with q/k norm) trains, then
+launch.generate, launch.eval (perplexity) and launch.export --what=pruned run on the WORKDIR,
+and the pruned export generates in transformers the greedy tokens our pruned model generates.
 """
 
 from __future__ import annotations
@@ -145,14 +145,17 @@ def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_llama3_rope_scaling_trains_then_generates_evaluates_exports(tmp_path, tmp_path_factory):
+@pytest.mark.parametrize("arch,tied,rope_scaling", CASES)
+def test_trains_then_generates_evaluates_exports(
+  tmp_path, tmp_path_factory, arch, tied, rope_scaling
+):
   import jax
 
   from ifp_jax.infer.pruned import PrunedRunner
   from ifp_jax.infer.run_loader import load_run
   from ifp_jax.train.trainer import Trainer
 
-  hf_dir = tiny_llama(tmp_path / "hf", tied=False, rope_scaling=LLAMA3_SCALING)
+  hf_dir = tiny_model(tmp_path / "hf", arch, tied, rope_scaling)
   workdir = tmp_path / "run"
   config = tu.small_config(
     tu.shared_data_dir(tmp_path_factory),
@@ -196,10 +199,12 @@ def test_llama3_rope_scaling_trains_then_generates_evaluates_exports(tmp_path, t
   )
   assert res.returncode == 0, res.stderr
 
-  # The export is the same architecture (llama3 rope scaling kept) and generates our tokens.
+  # The export is the same architecture (rope scaling kept) and generates our tokens.
   exported = json.loads((out / "config.json").read_text())
-  scaling = exported.get("rope_scaling") or exported.get("rope_parameters")
-  assert scaling["rope_type"] == "llama3" and scaling["factor"] == 8.0
+  assert exported["model_type"] == arch
+  if rope_scaling:
+    scaling = exported.get("rope_scaling") or exported.get("rope_parameters")
+    assert scaling["rope_type"] == "llama3" and scaling["factor"] == 8.0
   run = load_run(workdir, dtype="float32")
   runner = PrunedRunner(run, "per_input")
   ids = run.tokenizer.encode(instruction)
