@@ -38,8 +38,8 @@ flags.DEFINE_string("workdir", None, "Training run directory (launch.train --wor
 flags.DEFINE_string(
   "source",
   None,
-  "Instead of --workdir: 'smollm2' = SmolLM2-135M-Instruct "
-  "weights in an IFP model with a randomly initialised predictor head.",
+  "Instead of --workdir: a model spec ('smollm2', 'gguf:FILE', 'hf:DIR') whose weights go "
+  "into an IFP model with a randomly initialised predictor head.",
 )
 flags.DEFINE_string("out", None, "Output directory.", required=True)
 flags.DEFINE_enum("what", "full", ["full", "pruned", "predictor"], "What to export.")
@@ -100,7 +100,7 @@ def main(argv):
 
   try:
     if (FLAGS.workdir is None) == (FLAGS.source is None):
-      raise export.ExportError("pass exactly one of --workdir or --source=smollm2")
+      raise export.ExportError("pass exactly one of --workdir or --source=SPEC")
     if FLAGS.what != "pruned" and (
       FLAGS.instruction or FLAGS.task or FLAGS.units or FLAGS.fold_soft_mask
     ):
@@ -109,10 +109,8 @@ def main(argv):
       )
     export.writer.check_out(FLAGS.out, FLAGS.overwrite)  # fail before loading anything
     if FLAGS.source is not None:
-      if FLAGS.source != "smollm2":
-        raise export.ExportError(f"--source={FLAGS.source!r}: only 'smollm2' is supported")
-      src = export.smollm2_source(
-        k=FLAGS.k, predictor_layers=FLAGS.predictor_layers, seed=FLAGS.seed
+      src = export.pretrained_source(
+        FLAGS.source, k=FLAGS.k, predictor_layers=FLAGS.predictor_layers, seed=FLAGS.seed
       )
     else:
       shape = tuple(int(x) for x in FLAGS.mesh)

@@ -28,7 +28,9 @@ from typing import Any
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "smollm2", "'smollm2', 'gguf:FILE' or an HF directory.")
+flags.DEFINE_string(
+  "model", "smollm2", "'smollm2', 'gguf:FILE', 'hf:DIR' (or a bare HF directory) or a WORKDIR."
+)
 flags.DEFINE_string(
   "workdir",
   None,
@@ -113,12 +115,12 @@ def continue_prompt(
   return text, runner.tokenizer.decode(new, skip_special_tokens=True)
 
 
-def pruned_generation(prompt: str) -> tuple[str, str]:
+def pruned_generation(prompt: str, workdir: str) -> tuple[str, str]:
   """--workdir: (the continuation, a description of what ran)."""
   from ifp_jax.infer.pruned import PrunedRunner
   from ifp_jax.infer.run_loader import load_run
 
-  run = load_run(FLAGS.workdir)
+  run = load_run(workdir)
   mode = "full" if FLAGS.full else ("per_task" if FLAGS.task_instruction else "per_input")
   runner = PrunedRunner(run, mode)
   chat = FLAGS.chat or not any(a.startswith(("--chat", "--nochat")) for a in sys.argv)
@@ -148,9 +150,15 @@ def main(argv):
   if FLAGS.workdir:
     FLAGS.workdir = os.path.expanduser(FLAGS.workdir)
   start = time.time()
-  if FLAGS.workdir:
+  from ifp_jax.io.models import parse_spec
+
+  try:
+    workdir = FLAGS.workdir or (FLAGS.model if parse_spec(FLAGS.model)[0] == "workdir" else None)
+  except (FileNotFoundError, ValueError) as e:
+    sys.exit(f"error: {e}")
+  if workdir:
     try:
-      text, what = pruned_generation(FLAGS.prompt)
+      text, what = pruned_generation(FLAGS.prompt, workdir)
     except (FileNotFoundError, ValueError) as e:
       sys.exit(f"error: {e}")
     print(text)

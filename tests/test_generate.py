@@ -1,8 +1,6 @@
 """Batched KV-cache generation: equals transformers' greedy generate, stops at eos, and a
 gathered width-k model generates exactly what the hard-masked full model generates."""
 
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -161,7 +159,7 @@ def test_no_recompile_within_a_cache_bucket(tiny):
   _, cfg, params = tiny
   ids, attn = pad_prompts(PROMPTS, multiple=16)
   generate(cfg, params, ids, attn, max_new_tokens=5)
-  jitted = compiled_generate(json.dumps(cfg.to_dict(), sort_keys=True))
+  jitted = compiled_generate(cfg)
   before = jitted._cache_size()
   ids2, attn2 = pad_prompts([p[:2] for p in PROMPTS], multiple=16)  # same padded width
   generate(cfg, params, ids2, attn2, max_new_tokens=5, eos_ids=[1, 2, 3])

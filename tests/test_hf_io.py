@@ -11,6 +11,7 @@ import torch
 import transformers
 
 from ifp_jax.io import hf as hf_io
+from ifp_jax.io.export import writer
 from ifp_jax.model.config import LlamaConfig
 from ifp_jax.model.decoder import Decoder
 
@@ -94,7 +95,7 @@ def test_export_loads_in_transformers(tmp_path, kv_heads, tied, rope_scaling):
   )
   ids = np.random.default_rng(1).integers(0, 101, size=(2, 24))
   params = init_numpy(cfg, jnp.asarray(ids), seed=3)
-  hf_io.save_hf_dir(cfg, params, tmp_path, max_shard_bytes=100_000)  # forces several shards
+  writer.write_hf_model(cfg, params, tmp_path, max_shard_bytes=100_000, overwrite=True)  # shards
   assert (tmp_path / "model.safetensors.index.json").exists()
   model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
   np.testing.assert_allclose(
@@ -116,7 +117,7 @@ def test_bfloat16_export_round_trip(tmp_path):
     num_key_value_heads=1,
   )
   params = init_numpy(cfg, jnp.ones((1, 4), jnp.int32))
-  hf_io.save_hf_dir(cfg, params, tmp_path, dtype="bfloat16")
+  writer.write_hf_model(cfg, params, tmp_path, dtype="bfloat16", overwrite=True)
   assert json.loads((tmp_path / "config.json").read_text())["torch_dtype"] == "bfloat16"
   _, back = hf_io.load_hf_dir(tmp_path)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-6), back, params)

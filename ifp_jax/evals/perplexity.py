@@ -36,8 +36,7 @@ DEFAULT_LIMIT = 32  # rows of seq_len tokens
 
 
 @functools.lru_cache(maxsize=8)
-def _nll_fn(cfg_key: str):
-  cfg = LlamaConfig(**json.loads(cfg_key))
+def _nll_fn(cfg: LlamaConfig):
 
   def fn(llm_params, ids, targets, weights, masks, mask_index):
     logits = (
@@ -125,7 +124,7 @@ def run(ctx: common.EvalContext, limit: int | None) -> dict[str, Any]:
       f"run {ctx.reference.meta.get('tokenizer')!r}: perplexities would not be "
       f"comparable"
     )
-  fn = _nll_fn(json.dumps(run_.ifp.llm.to_dict(), sort_keys=True))
+  fn = _nll_fn(run_.ifp.llm)
   done = [0]
 
   def loss_fn(batch):

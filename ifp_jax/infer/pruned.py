@@ -18,7 +18,6 @@ text tokens), so a stop string costs the tokens generated after it, never correc
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from typing import Any, Sequence
 
@@ -39,10 +38,6 @@ MODES = ("full", "per_input", "per_task")
 _PAD_MULTIPLE = 16  # prompt/sequence lengths are rounded up to this to limit recompiles
 
 
-def _cfg_key(cfg: LlamaConfig) -> str:
-  return json.dumps(cfg.to_dict(), sort_keys=True)
-
-
 def _mlp_axes(params: dict[str, Any]) -> dict[str, Any]:
   """vmap in_axes for an LLM param tree whose FFN kernels carry a leading row axis."""
   axes = jax.tree.map(lambda _: None, params)
@@ -58,8 +53,7 @@ def _gather_rows(llm_params: dict[str, Any], indices: jax.Array) -> dict[str, An
 
 
 @functools.lru_cache(maxsize=16)
-def _rowwise_generate(cfg_key: str):
-  cfg = LlamaConfig(**json.loads(cfg_key))
+def _rowwise_generate(cfg: LlamaConfig):
 
   def fn(
     params, ids, attn, eos, pad_id, rngs, temperature, *, max_new_tokens, cache_len, greedy, top_k
@@ -89,9 +83,8 @@ def _rowwise_generate(cfg_key: str):
 
 
 @functools.lru_cache(maxsize=16)
-def _token_logprobs(cfg_key: str, rowwise: bool):
+def _token_logprobs(cfg: LlamaConfig, rowwise: bool):
   """(params, ids [B, T]) -> log p(ids[:, t+1] | ids[:, :t+1]) [B, T-1] (f32)."""
-  cfg = LlamaConfig(**json.loads(cfg_key))
 
   def one(params, ids):
     logits = Decoder(cfg).apply({"params": params}, ids).logits[:, :-1]
@@ -224,7 +217,7 @@ class PrunedRunner:
       if temperature < 0:
         raise ValueError(f"temperature={temperature} must be >= 0 (0 = greedy)")
       eos = jnp.asarray(stops + [-1] * (gen.round_up(len(stops) + 1, 8) - len(stops)), jnp.int32)
-      out = _rowwise_generate(_cfg_key(self.cfg_k))(
+      out = _rowwise_generate(self.cfg_k)(
         params,
         jnp.asarray(ids),
         jnp.asarray(attn),
@@ -312,6 +305,6 @@ class PrunedRunner:
     for i, r in enumerate(rows):  # right padding: later tokens never affect earlier logits
       ids[i, : len(r)] = r
     params, rowwise = self._params_for(instr)
-    logp = np.asarray(_token_logprobs(_cfg_key(self.cfg_k), rowwise)(params, jnp.asarray(ids)))
+    logp = np.asarray(_token_logprobs(self.cfg_k, rowwise)(params, jnp.asarray(ids)))
     # logp[:, t] scores token t + 1.
     return [float(logp[i, s - 1 : len(r) - 1].sum()) for i, (r, s) in enumerate(zip(rows, starts))]

@@ -13,7 +13,6 @@ from typing import Any
 import jax
 
 from ifp_jax.data.tokenization import Tokenizer, load_tokenizer
-from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
 from ifp_jax.model.ifp_model import IFPConfig, init_params
 from ifp_jax.train import sharding
 from ifp_jax.train.checkpointing import Checkpointer, restore_params
@@ -45,19 +44,8 @@ def checkpoint_dir(workdir: str | pathlib.Path) -> pathlib.Path:
 def ifp_config_from_meta(meta: dict, source: str = "checkpoint metadata") -> IFPConfig:
   """The IFPConfig a run was trained with, from its checkpoint metadata."""
   try:
-    d = meta["ifp"]
-    llm = LlamaConfig(**d["llm"])
-    predictor = LlamaConfig(**d["predictor"]) if d.get("predictor") else None
-    return IFPConfig(
-      llm=llm,
-      predictor=predictor,
-      head=PredictorHeadConfig(**d["head"]),
-      mask_kind=d["mask_kind"],
-      k=d["k"],
-      eps=d["eps"],
-      hc_init_log_alpha=d["hc_init_log_alpha"],
-    )
-  except (KeyError, TypeError) as e:
+    return IFPConfig.from_dict(meta["ifp"], source)
+  except (KeyError, TypeError, ValueError) as e:
     raise ValueError(
       f"{source}: incompatible IFP config ({type(e).__name__}: {e}); was it "
       f"written by this version of ifp_jax?"

@@ -45,6 +45,13 @@ def _rule(cfg: LlamaConfig):
     ("mlp.up_proj.weight", ("mlp", "up_proj", "kernel"), *transpose),
     ("mlp.down_proj.weight", ("mlp", "down_proj", "kernel"), *transpose),
   ]
+  if cfg.qkv_bias:
+    heads_bias = lambda n: (lambda b: b.reshape(n, hd), lambda k: k.reshape(n * hd))  # noqa: E731
+    for name, n in (("q_proj", h), ("k_proj", kv), ("v_proj", kv)):
+      per_layer.append((f"self_attn.{name}.bias", ("self_attn", name, "bias"), *heads_bias(n)))
+  if cfg.qk_norm:
+    for name in ("q_norm", "k_norm"):
+      per_layer.append((f"self_attn.{name}.weight", ("self_attn", name, "weight"), *same))
   globals_ = [
     ("model.embed_tokens.weight", ("embed_tokens", "embedding"), *same),
     ("model.norm.weight", ("norm", "weight"), *same),
@@ -107,7 +114,7 @@ def hf_to_params(
   unknown = [n for n in state_dict if n not in used and not n.endswith(_IGNORED_SUFFIXES)]
   if unknown:
     raise ValueError(
-      f"{source}: unexpected weights not used by a Llama of this config: "
+      f"{source}: unexpected weights not used by a {cfg.model_type} model of this config: "
       f"{sorted(unknown)[:8]}{' ...' if len(unknown) > 8 else ''}"
     )
   _check_shapes(cfg, params, source)
@@ -143,6 +150,12 @@ def expected_shapes(cfg: LlamaConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
     ("layers", "mlp", "up_proj", "kernel"): (n, d, f),
     ("layers", "mlp", "down_proj", "kernel"): (n, f, d),
   }
+  if cfg.qkv_bias:
+    for name, heads in (("q_proj", h), ("k_proj", kv), ("v_proj", kv)):
+      shapes[("layers", "self_attn", name, "bias")] = (n, heads, hd)
+  if cfg.qk_norm:
+    for name in ("q_norm", "k_norm"):
+      shapes[("layers", "self_attn", name, "weight")] = (n, hd)
   if not cfg.tie_word_embeddings:
     shapes[("lm_head", "kernel")] = (d, v)
   return shapes
@@ -197,68 +210,3 @@ def load_hf_dir(path: str | os.PathLike, **cfg_overrides) -> tuple[LlamaConfig, 
     json.loads(cfg_file.read_text()), source=str(cfg_file), **cfg_overrides
   )
   return cfg, hf_to_params(cfg, read_safetensors_dir(path), source=str(path))
-
-
-def save_hf_dir(
-  cfg: LlamaConfig,
-  params: Params,
-  out_dir: str | os.PathLike,
-  *,
-  dtype: str = "float32",
-  max_shard_bytes: int = 2 * 1024**3,
-  generation_config: Mapping[str, Any] | None = None,
-) -> pathlib.Path:
-  """Writes an HF directory that `AutoModelForCausalLM.from_pretrained` loads offline.
-
-  Tensors stream one at a time into shards of at most `max_shard_bytes`; several shards get a
-  `model.safetensors.index.json`. bfloat16 goes through torch (numpy has no bf16).
-  """
-  out = pathlib.Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
-  shards: list[dict[str, np.ndarray]] = [{}]
-  size = 0
-  for name, w in params_to_hf(cfg, params):
-    if size and size + w.nbytes > max_shard_bytes:
-      shards.append({})
-      size = 0
-    shards[-1][name] = w
-    size += w.nbytes
-  names = (
-    ["model.safetensors"]
-    if len(shards) == 1
-    else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-  )
-  weight_map, total = {}, 0
-  for fname, shard in zip(names, shards):
-    _write_safetensors(out / fname, shard, dtype)
-    for k, v in shard.items():
-      weight_map[k] = fname
-      total += v.size * (2 if dtype == "bfloat16" else 4)
-  if len(shards) > 1:
-    (out / "model.safetensors.index.json").write_text(
-      json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
-    )
-  (out / "config.json").write_text(json.dumps(cfg.to_hf_dict(torch_dtype=dtype), indent=2))
-  gen = {"do_sample": False}
-  gen.update(generation_config or {})
-  (out / "generation_config.json").write_text(json.dumps(gen, indent=2))
-  return out
-
-
-def _write_safetensors(file: pathlib.Path, tensors: dict[str, np.ndarray], dtype: str) -> None:
-  if dtype == "float32":
-    from safetensors.numpy import save_file
-
-    save_file(tensors, str(file), metadata={"format": "pt"})
-  elif dtype == "bfloat16":
-    import torch
-    from safetensors.torch import save_file
-
-    save_file(
-      {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in tensors.items()},
-      str(file),
-      metadata={"format": "pt"},
-    )
-  else:
-    raise ValueError(f"export dtype {dtype!r}: expected 'float32' or 'bfloat16'")
-  file.chmod(0o644)  # safetensors writes through a private temp file (mode 0600)

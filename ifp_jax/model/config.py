@@ -13,6 +13,14 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# HF model_type -> the transformers class an export declares.
+MODEL_TYPES = {
+  "llama": "LlamaForCausalLM",
+  "qwen2": "Qwen2ForCausalLM",
+  "qwen3": "Qwen3ForCausalLM",
+}
+# HF config fields of mixture-of-experts models (rejected when set).
+_MOE_FIELDS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_intermediate_size")
 
 
 def to_dtype(name: str) -> Any:
@@ -23,8 +31,44 @@ def to_dtype(name: str) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
+class RopeScaling:
+  """HF's Llama-3 `rope_scaling` (a frozen record, so configs stay hashable jit-cache keys)."""
+
+  factor: float
+  low_freq_factor: float
+  high_freq_factor: float
+  original_max_position_embeddings: int
+  rope_type: str = "llama3"
+
+  def __post_init__(self):
+    if self.rope_type != "llama3":
+      raise ValueError(f"rope_scaling rope_type={self.rope_type!r}: only 'llama3' is supported")
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any], source: str = "rope_scaling") -> "RopeScaling | None":
+    """HF dict (`rope_scaling`, or transformers 5's `rope_parameters`) -> RopeScaling or None."""
+    kind = d.get("rope_type", d.get("type", "default"))
+    if kind == "default":
+      return None
+    if kind != "llama3":
+      raise ValueError(f"{source}: rope_type={kind!r} is not supported (only 'llama3')")
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "rope_type"]
+    missing = [n for n in names if d.get(n) is None]
+    if missing:
+      raise ValueError(f"{source}: llama3 rope scaling needs {missing}")
+    return cls(**{n: d[n] for n in names})
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class LlamaConfig:
-  """Llama-family decoder shape and numerics (HF field names)."""
+  """Llama-family decoder shape and numerics (HF field names).
+
+  `model_type` selects the HF architecture behind the same decoder: llama; qwen2 (q/k/v
+  projection biases); qwen3 (per-head RMSNorm of q and k before rope).
+  """
 
   vocab_size: int = 256
   hidden_size: int = 64
@@ -35,9 +79,9 @@ class LlamaConfig:
   head_dim: int | None = None  # None -> hidden_size // num_attention_heads
   rms_norm_eps: float = 1e-5
   rope_theta: float = 10000.0
-  # None, or HF's Llama-3 dict: {"rope_type": "llama3", "factor", "low_freq_factor",
-  # "high_freq_factor", "original_max_position_embeddings"}.
-  rope_scaling: Mapping[str, Any] | None = None
+  # None or RopeScaling; an HF-style dict is accepted and frozen in __post_init__.
+  rope_scaling: RopeScaling | None = None
+  model_type: str = "llama"  # llama | qwen2 | qwen3
   max_position_embeddings: int = 2048
   tie_word_embeddings: bool = True
   initializer_range: float = 0.02
@@ -52,6 +96,8 @@ class LlamaConfig:
   scan_unroll: int = 1
 
   def __post_init__(self):
+    if isinstance(self.rope_scaling, Mapping):  # frozen, so the config stays hashable
+      object.__setattr__(self, "rope_scaling", RopeScaling.from_dict(self.rope_scaling))
     if self.hidden_size % self.num_attention_heads and self.head_dim is None:
       raise ValueError(
         f"hidden_size={self.hidden_size} is not divisible by num_attention_heads="
@@ -62,26 +108,41 @@ class LlamaConfig:
         f"num_attention_heads={self.num_attention_heads} must be a multiple of "
         f"num_key_value_heads={self.num_key_value_heads}"
       )
+    if self.model_type not in MODEL_TYPES:
+      raise ValueError(f"model_type={self.model_type!r}; expected one of {sorted(MODEL_TYPES)}")
     if self.remat not in ("none", "full", "dots"):
       raise ValueError(f"remat={self.remat!r}; expected 'none', 'full' or 'dots'")
     to_dtype(self.dtype)
     to_dtype(self.param_dtype)
-    if self.rope_scaling is not None:
-      kind = self.rope_scaling.get("rope_type", self.rope_scaling.get("type"))
-      if kind not in ("llama3", "default"):
-        raise ValueError(f"rope_scaling type {kind!r} is not supported (only 'llama3')")
 
   @property
   def resolved_head_dim(self) -> int:
     return self.head_dim or self.hidden_size // self.num_attention_heads
 
+  @property
+  def qkv_bias(self) -> bool:
+    """q/k/v projections carry biases (Qwen2 / Qwen2.5)."""
+    return self.model_type == "qwen2"
+
+  @property
+  def qk_norm(self) -> bool:
+    """Per-head RMSNorm of q and k before rope (Qwen3)."""
+    return self.model_type == "qwen3"
+
   def replace(self, **kw) -> "LlamaConfig":
     return dataclasses.replace(self, **kw)
 
   def to_dict(self) -> dict[str, Any]:
-    d = dataclasses.asdict(self)
-    d["rope_scaling"] = dict(self.rope_scaling) if self.rope_scaling else None
-    return d
+    """JSON-serialisable fields; `from_dict` inverts it."""
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any], source: str = "config") -> "LlamaConfig":
+    """Inverse of `to_dict` (also reads older dicts: fields added since take their defaults)."""
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+      raise ValueError(f"{source}: unknown LlamaConfig fields {unknown}")
+    return cls(**d)
 
   # --- HF interop -----------------------------------------------------------------------------
   _HF_FIELDS = (
@@ -107,15 +168,36 @@ class LlamaConfig:
     "pretraining_tp": 1,
   }
 
+  @staticmethod
+  def _hf_required(model_type: str) -> dict[str, Any]:
+    if model_type == "llama":
+      return dict(LlamaConfig._HF_REQUIRED)
+    # Qwen2's q/k/v biases are not a config field (always on); Qwen3 has attention_bias.
+    req: dict[str, Any] = {"hidden_act": "silu", "use_sliding_window": False}
+    if model_type == "qwen3":
+      req["attention_bias"] = False
+    return req
+
   @classmethod
   def from_hf_dict(cls, hf: Mapping[str, Any], source: str = "config.json", **overrides):
     """Builds a config from an HF `config.json` dict; unsupported values raise ValueError."""
     model_type = hf.get("model_type", "llama")
-    if model_type != "llama":
-      raise ValueError(f"{source}: model_type={model_type!r} is not supported (only 'llama')")
-    for key, want in cls._HF_REQUIRED.items():
+    if model_type not in MODEL_TYPES:
+      raise ValueError(
+        f"{source}: model_type={model_type!r} is not supported (supported: {sorted(MODEL_TYPES)})"
+      )
+    for key, want in cls._hf_required(model_type).items():
       if key in hf and hf[key] is not None and hf[key] != want:
         raise ValueError(f"{source}: unsupported {key}={hf[key]!r} (ifp_jax implements {want!r})")
+    for key in _MOE_FIELDS:
+      if hf.get(key):
+        raise ValueError(f"{source}: {key}={hf[key]!r}: mixture-of-experts is not supported")
+    layer_types = hf.get("layer_types") or []
+    if any(t != "full_attention" for t in layer_types):
+      raise ValueError(
+        f"{source}: layer_types={sorted(set(layer_types))}: only full attention is supported "
+        "(sliding-window layers are not)"
+      )
     if hf.get("attention_dropout", 0.0):
       raise ValueError(f"{source}: attention_dropout={hf['attention_dropout']} is not supported")
     missing = [
@@ -133,29 +215,28 @@ class LlamaConfig:
       raise ValueError(f"{source}: missing required fields {missing}")
     kw = {k: hf[k] for k in cls._HF_FIELDS if k in hf and hf[k] is not None}
     kw.setdefault("num_key_value_heads", hf["num_attention_heads"])
+    kw["model_type"] = model_type
     rope_params = hf.get("rope_parameters")  # transformers >= 5 folds theta/scaling in here
     if rope_params:
       if "rope_theta" in rope_params:
         kw["rope_theta"] = rope_params["rope_theta"]
-      if rope_params.get("rope_type", "default") != "default":
-        kw["rope_scaling"] = dict(rope_params)
-    if (
-      kw.get("rope_scaling")
-      and kw["rope_scaling"].get("rope_type", kw["rope_scaling"].get("type")) == "default"
-    ):
-      kw["rope_scaling"] = None
+      kw["rope_scaling"] = rope_params
+    if kw.get("rope_scaling") is not None:
+      kw["rope_scaling"] = RopeScaling.from_dict(kw["rope_scaling"], f"{source}: rope_scaling")
     kw.update(overrides)
     return cls(**kw)
 
   def to_hf_dict(self, torch_dtype: str = "float32") -> dict[str, Any]:
-    """An HF `config.json` dict that transformers' LlamaForCausalLM loads."""
+    """An HF `config.json` dict that transformers loads as the same architecture."""
     hf = {k: getattr(self, k) for k in self._HF_FIELDS}
     hf["head_dim"] = self.resolved_head_dim
-    hf["rope_scaling"] = dict(self.rope_scaling) if self.rope_scaling else None
-    hf.update(self._HF_REQUIRED)
+    hf["rope_scaling"] = self.rope_scaling.to_dict() if self.rope_scaling else None
+    hf.update(self._hf_required(self.model_type))
+    if self.model_type != "llama":
+      hf.update(sliding_window=None, max_window_layers=self.num_hidden_layers)
     hf.update(
-      model_type="llama",
-      architectures=["LlamaForCausalLM"],
+      model_type=self.model_type,
+      architectures=[MODEL_TYPES[self.model_type]],
       attention_dropout=0.0,
       use_cache=True,
       torch_dtype=torch_dtype,

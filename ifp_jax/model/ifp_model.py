@@ -86,6 +86,25 @@ class IFPConfig:
     if self.eps <= 0:
       raise ValueError(f"eps={self.eps} must be > 0")
 
+  def to_dict(self) -> dict[str, Any]:
+    """JSON-serialisable nested dict (checkpoint metadata); `from_dict` inverts it."""
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any], source: str = "IFP config") -> "IFPConfig":
+    """Inverse of `to_dict`; dicts written before a field existed get its default."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+      raise ValueError(f"{source}: unknown IFPConfig fields {unknown}")
+    kw = dict(d)
+    kw["llm"] = LlamaConfig.from_dict(d["llm"], f"{source}: llm")
+    if kw.get("predictor") is not None:
+      kw["predictor"] = LlamaConfig.from_dict(d["predictor"], f"{source}: predictor")
+    if "head" in kw:
+      kw["head"] = PredictorHeadConfig(**d["head"])
+    return cls(**kw)
+
   @property
   def kind(self) -> MaskKind:
     return MASK_KIND_TABLE[self.mask_kind]

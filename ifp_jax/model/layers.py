@@ -51,11 +51,11 @@ def rope_inv_freq(cfg: LlamaConfig) -> Array:
   hd = cfg.resolved_head_dim
   inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, hd, 2, dtype=jnp.float32) / hd))
   rs = cfg.rope_scaling
-  if not rs or rs.get("rope_type", rs.get("type")) == "default":
+  if rs is None:
     return inv_freq
-  factor = rs["factor"]
-  low, high = rs["low_freq_factor"], rs["high_freq_factor"]
-  old_ctx = rs["original_max_position_embeddings"]
+  factor = rs.factor
+  low, high = rs.low_freq_factor, rs.high_freq_factor
+  old_ctx = rs.original_max_position_embeddings
   low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
   wavelen = 2 * math.pi / inv_freq
   scaled = jnp.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
@@ -91,13 +91,20 @@ class Proj(nn.Module):
   axes: tuple[str, ...]  # logical names of the kernel's axes
   cfg: LlamaConfig
   in_dims: int = 1
+  use_bias: bool = False  # bias over `features` (Qwen2's q/k/v)
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     shape = x.shape[x.ndim - self.in_dims :] + tuple(self.features)
-    kernel = self.param("kernel", _init(self.cfg, self.axes), shape, to_dtype(self.cfg.param_dtype))
+    pdtype = to_dtype(self.cfg.param_dtype)
+    kernel = self.param("kernel", _init(self.cfg, self.axes), shape, pdtype)
     dtype = to_dtype(self.cfg.dtype)
-    return jnp.tensordot(x.astype(dtype), kernel.astype(dtype), axes=self.in_dims)
+    y = jnp.tensordot(x.astype(dtype), kernel.astype(dtype), axes=self.in_dims)
+    if self.use_bias:
+      bias_axes = self.axes[len(self.axes) - len(self.features) :]
+      init = nn.with_logical_partitioning(nn.initializers.zeros, bias_axes)
+      y = y + self.param("bias", init, tuple(self.features), pdtype).astype(dtype)
+    return y
 
 
 class Attention(nn.Module):
@@ -116,11 +123,15 @@ class Attention(nn.Module):
     h, kv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.resolved_head_dim
 
     def proj(name, n, axes):
-      return Proj((n, hd), axes, cfg, name=name)(x)
+      return Proj((n, hd), axes, cfg, use_bias=cfg.qkv_bias, name=name)(x)
 
     q = proj("q_proj", h, ("embed", "heads", "head_dim"))
     k = proj("k_proj", kv, ("embed", "kv_heads", "head_dim"))
     v = proj("v_proj", kv, ("embed", "kv_heads", "head_dim"))
+    if cfg.qk_norm:  # Qwen3: RMSNorm over head_dim of every head, before rope
+      pdtype = to_dtype(cfg.param_dtype)
+      q = RMSNorm(cfg.rms_norm_eps, dtype, pdtype, name="q_norm")(q)
+      k = RMSNorm(cfg.rms_norm_eps, dtype, pdtype, name="k_norm")(k)
     q = constrain(apply_rope(q, cos, sin), ("act_batch", "act_len", "act_heads", None))
     k = constrain(apply_rope(k, cos, sin), ("act_batch", "act_len", "act_kv_heads", None))
     v = constrain(v, ("act_batch", "act_len", "act_kv_heads", None))

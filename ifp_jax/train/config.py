@@ -12,9 +12,11 @@ from ifp_jax.model.ifp_model import IFPConfig, mask_kind
 
 
 def llama_fields(**overrides) -> ml_collections.ConfigDict:
-  """LlamaConfig fields as a ConfigDict (rope_scaling comes only from imported checkpoints)."""
+  """LlamaConfig fields as a ConfigDict (rope_scaling and model_type come only from imported
+  checkpoints, see model.init_from)."""
   base = LlamaConfig().to_dict()
   base.pop("rope_scaling")
+  base.pop("model_type")
   base.pop("head_dim")
   base.update(overrides)
   return ml_collections.ConfigDict(base)
@@ -26,7 +28,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.data = default_data_config()  # tokenizer, sources per stage, chunking (ifp_jax/data)
 
   c.model = m = ml_collections.ConfigDict()
-  m.init_from = ""  # "" (random init) | "smollm2" (GGUF package) | "hf:PATH" (HF Llama dir)
+  # "" (random init) or a model spec (ifp_jax/io/models.py): "smollm2" | "gguf:PATH" | "hf:PATH"
+  # (HF Llama / Qwen2 / Qwen3 dir) | a launch.train WORKDIR
+  m.init_from = ""
   m.llm = llama_fields()  # architecture when init_from == ""; vocab_size 0 -> tokenizer's
   # Predictor backbone: >0 -> the first N layers of the LLM (architecture and weights);
   # 0 -> `model.predictor` architecture, randomly initialised.

@@ -66,18 +66,11 @@ def stages_of(config) -> list[Stage]:
 
 
 def load_pretrained(spec: str) -> tuple[LlamaConfig, dict]:
-  """'smollm2' | 'hf:PATH' -> (config, numpy params)."""
-  from ifp_jax.io import hf as hf_io
+  """A model spec (ifp_jax.io.models: smollm2, gguf:, hf:, WORKDIR) -> (config, numpy params)."""
+  from ifp_jax.io.models import resolve_model
 
-  if spec == "smollm2":
-    from ifp_jax.io import gguf as gguf_io
-
-    hf_cfg, state_dict = gguf_io.read_gguf_llama(gguf_io.find_smollm2_gguf())
-    cfg = LlamaConfig.from_hf_dict(hf_cfg, source="smollm2 GGUF")
-    return cfg, hf_io.hf_to_params(cfg, state_dict, source="smollm2 GGUF")
-  if spec.startswith("hf:"):
-    return hf_io.load_hf_dir(spec[3:])
-  raise ValueError(f"model.init_from={spec!r}: expected '', 'smollm2' or 'hf:PATH'")
+  model = resolve_model(spec, flag="model.init_from")
+  return model.cfg, model.params
 
 
 def resolve_models(config, tokenizer: Tokenizer) -> tuple[IFPConfig, dict | None]:
@@ -235,15 +228,7 @@ class Trainer:
       "stage": stage.name,
       "total_steps": self.total_steps,
       "config": json.loads(self.config.to_json_best_effort()),
-      "ifp": {
-        "llm": self.ifp.llm.to_dict(),
-        "predictor": self.ifp.predictor.to_dict() if self.ifp.predictor else None,
-        "head": dataclasses.asdict(self.ifp.head),
-        "mask_kind": self.ifp.mask_kind,
-        "k": self.ifp.k,
-        "eps": self.ifp.eps,
-        "hc_init_log_alpha": self.ifp.hc_init_log_alpha,
-      },
+      "ifp": self.ifp.to_dict(),
       "tokenizer": self.config.data.tokenizer,
     }
 

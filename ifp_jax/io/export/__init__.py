@@ -20,7 +20,7 @@ from ifp_jax.io.export.exporters import (
   select_units,
 )
 from ifp_jax.io.export.hf_tokenizer import TokenizerMismatchError, verify_tokenizer
-from ifp_jax.io.export.source import ExportSource, from_run, smollm2_source
+from ifp_jax.io.export.source import ExportSource, from_run, pretrained_source, smollm2_source
 from ifp_jax.io.export.writer import COMPLETE_MARKER, DEFAULT_SHARD_BYTES, ExportError
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
   "export_pruned",
   "from_run",
   "select_units",
+  "pretrained_source",
   "smollm2_source",
   "verify_tokenizer",
 ]

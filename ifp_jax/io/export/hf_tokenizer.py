@@ -35,6 +35,10 @@ HF_TOKENIZER_FILES = (
   "tokenizer_config.json",
   "special_tokens_map.json",
   "chat_template.jinja",
+  "tokenizer.model",  # copied along from an hf: source when present
+  "vocab.json",
+  "merges.txt",
+  "added_tokens.json",
 )
 PROBE_TEXTS = (
   "Sort the list of numbers in ascending order.",

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from ifp_jax.data.tokenization import Tokenizer, load_tokenizer
-from ifp_jax.model.config import LlamaConfig, PredictorHeadConfig
+from ifp_jax.model.config import PredictorHeadConfig
 from ifp_jax.model.ifp_model import IFPConfig, init_params
 
 
@@ -56,16 +56,26 @@ def smollm2_source(
   head: PredictorHeadConfig | None = None,
 ) -> ExportSource:
   """SmolLM2-135M-Instruct as an IFP model (soft_topk, random predictor head)."""
+  return pretrained_source("smollm2", k, predictor_layers, seed, max_prompt_len, head)
+
+
+def pretrained_source(
+  spec: str,
+  k: int = 512,
+  predictor_layers: int = 4,
+  seed: int = 0,
+  max_prompt_len: int = 128,
+  head: PredictorHeadConfig | None = None,
+) -> ExportSource:
+  """Any model spec (`ifp_jax.io.models`) as an IFP model (soft_topk, random predictor head)."""
   head = head or PredictorHeadConfig()
-  from ifp_jax.io import gguf as gguf_io
-  from ifp_jax.io import hf as hf_io
+  from ifp_jax.io.models import resolve_model
   from ifp_jax.model.predictor import backbone_from_llm
 
-  path = gguf_io.find_smollm2_gguf()
-  hf_cfg, state = gguf_io.read_gguf_llama(path)
-  llm = LlamaConfig.from_hf_dict(hf_cfg, source=str(path))
-  llm_params = hf_io.hf_to_params(llm, state, source=str(path))
-  del state
+  model = resolve_model(spec, flag="--source")
+  if model.tokenizer_spec is None:
+    raise ValueError(f"--source={spec!r} has no tokenizer (tokenizer.json) to export with")
+  llm, llm_params, path = model.cfg, model.params, model.path
   ifp = IFPConfig(
     llm=llm,
     predictor=llm.replace(num_hidden_layers=predictor_layers),
@@ -83,10 +93,10 @@ def smollm2_source(
   return ExportSource(
     ifp=ifp,
     params=jax.device_put(params),
-    tokenizer=load_tokenizer("smollm2"),
-    tokenizer_spec="smollm2",
+    tokenizer=load_tokenizer(model.tokenizer_spec),
+    tokenizer_spec=model.tokenizer_spec,
     max_prompt_len=max_prompt_len,
-    provenance={"source": f"smollm2 ({path.name}) + random predictor head", "seed": seed},
+    provenance={"source": f"{spec} ({path and path.name}) + random predictor head", "seed": seed},
   )
 
 
@@ -111,4 +121,4 @@ def _check_structure(params: Any, abstract: Any) -> None:
   got = jax.tree.map(np.shape, params)
   want = jax.tree.map(lambda x: tuple(x.shape), abstract)
   if got != want:
-    raise ValueError(f"SmolLM2 IFP params do not match the model's tree: {got} vs {want}")
+    raise ValueError(f"IFP params do not match the model's tree: {got} vs {want}")

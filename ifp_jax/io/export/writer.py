@@ -277,11 +277,16 @@ def write_llama_config(
   out_dir: pathlib.Path,
   dtype: str,
   tokenizer: Any | None = None,
-  architecture: str = "LlamaForCausalLM",
+  architecture: str | None = None,
+  special_ids: Mapping[str, Any] | None = None,
 ) -> None:
-  """config.json (+ generation_config.json with the tokenizer's stop / pad ids)."""
+  """config.json (+ generation_config.json with the tokenizer's stop / pad ids).
+
+  `special_ids` {bos, eos, pad} (a converted checkpoint's own ids) override the tokenizer's.
+  """
   hf = cfg.to_hf_dict(torch_dtype=dtype)
-  hf["architectures"] = [architecture]
+  if architecture is not None:  # default: the config's own (Llama / Qwen2 / Qwen3)
+    hf["architectures"] = [architecture]
   hf["dtype"] = dtype  # transformers >= 5 reads `dtype`; `torch_dtype` kept for older readers
   gen: dict[str, Any] = {"do_sample": False}
   if tokenizer is not None:
@@ -295,6 +300,39 @@ def write_llama_config(
       eos_token_id=list(tokenizer.stop_ids),
       pad_token_id=tokenizer.pad_id,
     )
+  if special_ids:
+    ids = {f"{k}_token_id": v for k, v in special_ids.items()}
+    hf.update(ids)
+    gen.update(ids)
   write_json(out_dir / "config.json", hf)
-  if architecture == "LlamaForCausalLM":
+  if architecture is None:
     write_json(out_dir / "generation_config.json", gen)
+
+
+def write_hf_model(
+  cfg: LlamaConfig,
+  params: Mapping[str, Any],
+  out: str | os.PathLike,
+  *,
+  dtype: str = "float32",
+  max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+  overwrite: bool = False,
+  special_ids: Mapping[str, Any] | None = None,
+  tokenizer_spec: str | None = None,
+) -> pathlib.Path:
+  """Decoder params -> a complete HF directory at `out`, atomically (the one HF writer for
+  launch.convert and tests; launch.export adds the IFP parts around the same pieces).
+
+  `tokenizer_spec` (a load_tokenizer spec) writes its HF tokenizer files alongside.
+  """
+  from ifp_jax.io.export import hf_tokenizer  # imports this module
+
+  out = check_out(out, overwrite)
+  with atomic_dir(out, overwrite) as tmp:
+    if tokenizer_spec is not None and is_writer():
+      hf_tokenizer.write_tokenizer_files(tokenizer_spec, tmp, cfg.max_position_embeddings)
+    write_llama_weights(
+      cfg, params, tmp, dtype=dtype, max_shard_bytes=max_shard_bytes, desc=out.name
+    )
+    write_llama_config(cfg, tmp, dtype, special_ids=special_ids)
+  return out
