@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+import bench_json  # noqa: E402
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -131,6 +132,7 @@ def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--quick", action="store_true", help="fewer reps, smaller shapes, no (c)")
   ap.add_argument("--reps", type=int, default=None)
+  ap.add_argument("--json", default=None, help="also write the figures as JSON (benchmarks/README)")
   args = ap.parse_args()
   reps = args.reps or (3 if args.quick else 5)
   train_tokens, prefill_tokens = (128, 256) if args.quick else (256, 512)
@@ -190,6 +192,22 @@ def main() -> None:
     )
     print(f"  -> gathered / full = {pruned / full:.3f}\n")
   print(f"total {time.perf_counter() - start:.0f} s")
+  ms = {bench_json.key(name): med for name, _, med in rows}
+  figures = {
+    "reps": reps,
+    "ms": ms,
+    "first_call_ms": {bench_json.key(name): first for name, first, _ in rows},
+    "ratios": {
+      "soft_topk_over_train_step": st / tr,
+      "predictor_gather_over_prefill": (p + ge) / pf,
+      "jitted_chain_over_prefill": pg / pf,
+    },
+  }
+  if not args.quick:
+    figures["ratios"]["gathered_over_full_decode_time"] = pruned / full
+  bench_json.write(
+    args.json, "core_bench", f"jax {jax.__version__} on {jax.devices()[0].platform}", **figures
+  )
 
 
 if __name__ == "__main__":

@@ -73,10 +73,11 @@ tail -3 "$RESULTS/pytest_cpu.log" >>"$SUMMARY"
 
 # --- benchmarks ------------------------------------------------------------------------------
 for bench in benchmarks/*.py; do
+  [ "$(basename "$bench")" = bench_json.py ] && continue  # a helper module, not a benchmark
   name=bench_$(basename "$bench" .py)
   # repro.py writes runs and results; keep them here, away from the committed CPU results.
-  extra=()
-  [ "$(basename "$bench")" = repro.py ] && extra=(--workdir="$RESULTS/repro_runs" \
+  extra=(--json="$RESULTS/$name.json")
+  [ "$(basename "$bench")" = repro.py ] && extra+=(--workdir="$RESULTS/repro_runs" \
     --out="$RESULTS/repro")
   if grep -q -- "--quick" "$bench"; then
     step "$name" "$PY" "$bench" $QUICK_FLAG "${extra[@]}"
@@ -85,6 +86,41 @@ for bench in benchmarks/*.py; do
   fi
   cat "$RESULTS/$name.log" >>"$SUMMARY"
 done
+
+# --- attention implementations (ifp_jax/model/attention.py) on the GPU ----------------------
+# Agreement (f32: XLA both ways; bf16: dot_product takes cuDNN's fused kernel) with causal,
+# left-padding and segment masks, and fwd+bwd time per implementation at the SmolLM2 shape.
+step attention_impls "$PY" - <<'EOF'
+import time, jax, jax.numpy as jnp, numpy as np
+from ifp_jax.model import attention as A
+b, t, n, kv, hd = 4, 1024, 9, 3, 64
+ks = jax.random.split(jax.random.key(0), 3)
+q, k, v = (jax.random.normal(kk, (b, t, m, hd)) for kk, m in zip(ks, (n, kv, kv)))
+valid = jnp.arange(t)[None] >= jnp.array([[0], [7], [100], [500]])
+seg = jnp.cumsum(jnp.arange(t)[None] % 300 == 0, axis=1).repeat(b, 0)
+masks = {"causal": A.make_mask(jnp.arange(t), jnp.ones((b, t), bool)),
+         "padding": A.make_mask(jnp.arange(t), valid),
+         "segments": A.make_mask(jnp.arange(t), valid, seg, seg)}
+for dtype, tol in ((jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)):
+  qd, kd, vd = (x.astype(dtype) for x in (q, k, v))
+  for name, m in masks.items():
+    outs = {}
+    for impl in ("xla", "dot_product"):
+      f = jax.jit(jax.value_and_grad(lambda q_, i=impl: A.attend(q_, kd, vd, m, impl=i)
+                                     .astype(jnp.float32).sum()))
+      jax.block_until_ready(f(qd))
+      t0 = time.perf_counter()
+      for _ in range(10):
+        jax.block_until_ready(f(qd))
+      outs[impl] = (np.asarray(A.attend(qd, kd, vd, m, impl=impl), np.float32),
+                    (time.perf_counter() - t0) / 10 * 1e3)
+    diff = float(np.abs(outs["xla"][0] - outs["dot_product"][0]).max())
+    print(f"{jnp.dtype(dtype).name:8s} {name:9s} max|xla - dot_product| {diff:.2e} "
+          f"(tol {tol}) fwd+bwd ms: xla {outs['xla'][1]:.2f}, dot_product "
+          f"{outs['dot_product'][1]:.2f}  {'ok' if diff <= tol else 'MISMATCH'}")
+    assert diff <= tol, (dtype, name, diff)
+EOF
+cat "$RESULTS/attention_impls.log" >>"$SUMMARY"
 
 # --- a real training run (bf16 on the GPU) -------------------------------------------------
 STEPS=$([ "${QUICK:-0}" = 1 ] && echo 20 || echo 100)

@@ -37,6 +37,7 @@ from absl import app, flags, logging
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import bench_json  # noqa: E402
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -65,6 +66,7 @@ flags.DEFINE_bool(
   "quick", False, "Smoke run: 128-token prompt, 8 new tokens, 2 rounds, random weights, 8 layers."
 )
 flags.DEFINE_string("out", None, "Also write the tables (with command, machine, date) here.")
+flags.DEFINE_string("json", None, "Also write the figures as JSON (keys: benchmarks/README.md).")
 
 
 def smollm2_recipe():
@@ -263,6 +265,7 @@ def main(argv):
     return (new - 1) / max(t[f"{model} gen{new}"] - t[f"{model} ttft"], 1e-9)
 
   med = statistics.median
+  figures: dict[str, Any] = {"variants": {}, "ratios": {}}
   lines = [
     "| variant | TTFT ms | of which predictor+gather ms | decode tokens/s | first calls "
     "s (compile + 1 run) |",
@@ -275,9 +278,15 @@ def main(argv):
       + compile_s[f"{model} gen{new}"]
       + (chain_compile if model == "pruned" else 0.0)
     )
+    row = {
+      "ttft_ms": med(per_round(lambda t: ttft(t, model))) * 1e3,  # noqa: B023 (called at once)
+      "predictor_gather_ms": sel * 1e3,
+      "decode_tokens_per_s": med(per_round(lambda t: decode_rate(t, model))),  # noqa: B023
+      "first_calls_s": comp,
+    }
+    figures["variants"][model] = row
     lines.append(
-      f"| {model} | {med(per_round(lambda t: ttft(t, model))) * 1e3:.0f} | "  # noqa: B023 (called at once)
-      f"{sel * 1e3:.0f} | {med(per_round(lambda t: decode_rate(t, model))):.1f} | "  # noqa: B023
+      f"| {model} | {row['ttft_ms']:.0f} | {sel * 1e3:.0f} | {row['decode_tokens_per_s']:.1f} | "
       f"{comp:.1f} |"
     )
   api = med(times["API predict_masks+gather"])
@@ -317,6 +326,7 @@ def main(argv):
       )
     )
   lines += [f"| {n} | {med(v):.3f} | {tgt} |" for n, v, tgt in ratios]
+  figures["ratios"] = {bench_json.key(n): med(v) for n, v, _ in ratios}
   lines.append("")
   lines.append(
     "dense_k and pruned share one LlamaConfig, hence one compiled generate: the "
@@ -348,6 +358,18 @@ def main(argv):
       f"jobs may run; ratios are per round)\n\n{table}\n"
     )
     print(f"wrote {out}")
+  bench_json.write(
+    FLAGS.json,
+    "inference_bench",
+    header,
+    weights=label,
+    prompt_len=prompt_len,
+    new_tokens=new,
+    rounds=rounds,
+    predictor_topk_ms=med(times["predictor+top-k"]) * 1e3,
+    api_predictor_gather_ms=api * 1e3,
+    **figures,
+  )
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ flags.DEFINE_string(
   "perplexity:64,skills:100,math:200",
   "Eval samples (launch.eval --limit syntax; --quick: small unless given).",
 )
+flags.DEFINE_string("json", None, "Also write results.json's record here (benchmarks/README).")
 flags.DEFINE_bool("quick", False, "Smoke run: a few steps per run, small eval (minutes).")
 flags.DEFINE_list("override", [], "Extra --config.X=V overrides for every run (e.g. seed=1).")
 flags.DEFINE_multi_string(
@@ -676,24 +677,21 @@ def main(argv):
   ]
   text = "\n".join(lines) + "\n"
   (out / "results.md").write_text(text)
-  (out / "results.json").write_text(
-    json.dumps(
-      {
-        "command": cmd,
-        "machine": machine(),
-        "seconds": round(t_total, 1),
-        "train": train_records,
-        "tables": tables,
-        "eval": {k: record[k] for k in ("settings", "variants", "results")},
-        "ablations": {
-          n: {"train": train_records[f"ifp_{n}"], "results": r["results"]}
-          for n, r in ablations.items()
-        },
-        "mask_analysis": ma,
-      },
-      indent=2,
-    )
-  )
+  results = {
+    "command": cmd,
+    "machine": machine(),
+    "seconds": round(t_total, 1),
+    "train": train_records,
+    "tables": tables,
+    "eval": {k: record[k] for k in ("settings", "variants", "results")},
+    "ablations": {
+      n: {"train": train_records[f"ifp_{n}"], "results": r["results"]} for n, r in ablations.items()
+    },
+    "mask_analysis": ma,
+  }
+  (out / "results.json").write_text(json.dumps(results, indent=2))
+  if FLAGS.json:  # the same record (results.json is always written to --out)
+    pathlib.Path(FLAGS.json).write_text(json.dumps(dict(benchmark="repro", **results), indent=2))
   plot_domains(tables, out / "domains.png")
   plot_losses(workdir, runs, out / "loss_curves.png")
   eval_dir = workdir / "eval"

@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 # Must be set before torch loads libgomp; export OMP_WAIT_POLICY=ACTIVE to measure the other.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import bench_json  # noqa: E402
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -95,6 +96,7 @@ flags.DEFINE_bool("quick", False, "Smoke run: tiny shape, 2 rounds, 2 steps, 512
 flags.DEFINE_string(
   "out", None, "Also write the table (with command, machine, date) to this markdown file."
 )
+flags.DEFINE_string("json", None, "Also write the figures as JSON (keys: benchmarks/README.md).")
 
 VARIANTS = ("jax_ifp", "jax_dense", "torch_ifp", "torch_dense")
 
@@ -548,6 +550,35 @@ def main(argv):
       f"jobs may run; ratios are per round)\n\n{table}\n"
     )
     print(f"wrote {out}")
+  bench_json.write(
+    FLAGS.json,
+    "train_throughput",
+    header,
+    shape=shape,
+    dtype=FLAGS.dtype,
+    tokens_per_step=tokens,
+    rounds=rounds,
+    steps=steps,
+    matmul_peak_gflops=dict(peak),
+    variants={
+      v: {
+        "ms_per_step": statistics.median(times[v]) * 1e3,
+        "tokens_per_s": tokens / statistics.median(times[v]),
+        "model_tflop_per_step": flops[v] / 1e12,
+        "mfu": flops[v] / statistics.median(times[v]) / (peak_max * 1e9),
+        "init_s": t_init[v][0],
+        "first_step_s": t_init[v][1],
+        "first_step_loss": first[v],
+      }
+      for v in variants
+    },
+    ratios={
+      "ours_over_torch_ifp": ratio("jax_ifp", "torch_ifp"),
+      "ours_over_torch_dense": ratio("jax_dense", "torch_dense"),
+      "ifp_overhead_ours": rows[2][1],
+      "ifp_overhead_torch": rows[3][1],
+    },
+  )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,14 @@ def _run(script: str, *args: str) -> str:
   return proc.stdout
 
 
-def test_train_throughput_torch_peer_matches_our_loss():
-  out = _run("train_throughput.py", "--variants=jax_ifp,torch_ifp", "--rounds=1", "--steps=1")
+def test_train_throughput_torch_peer_matches_our_loss(tmp_path):
+  out = _run(
+    "train_throughput.py",
+    "--variants=jax_ifp,torch_ifp",
+    "--rounds=1",
+    "--steps=1",
+    f"--json={tmp_path / 'train.json'}",
+  )
   match = re.search(
     r"first-step loss \(same weights, same batch\): jax_ifp ([\d.]+), "
     r"torch_ifp ([\d.]+)",
@@ -50,14 +56,45 @@ def test_train_throughput_torch_peer_matches_our_loss():
   assert abs(ours - peer) < 1e-3 * max(1.0, abs(ours)), (ours, peer)
   assert re.search(r"\| jax_ifp \| \d+ \| \d+ \|", out), out
   assert "ours / torch, IFP" in out
+  rec = json.loads((tmp_path / "train.json").read_text())
+  assert rec["benchmark"] == "train_throughput" and set(rec["variants"]) == {"jax_ifp", "torch_ifp"}
+  assert rec["variants"]["jax_ifp"]["first_step_loss"] == float(match.group(1))
+  assert rec["ratios"]["ours_over_torch_ifp"] > 0 and rec["ratios"]["ours_over_torch_dense"] is None
+  assert 0 < rec["variants"]["jax_ifp"]["mfu"] < 1
 
 
-def test_inference_bench_runs_every_variant():
-  out = _run("inference_bench.py", "--rounds=1", "--nomasked")
+def test_inference_bench_runs_every_variant(tmp_path):
+  out = _run("inference_bench.py", "--rounds=1", "--nomasked", f"--json={tmp_path / 'inf.json'}")
   for row in ("full", "pruned", "dense_k"):
     assert re.search(rf"\| {row} \| \d+ \|", out), out
   assert "pruned / dense_k decode tokens/s" in out
   assert "| masked |" not in out
+  rec = json.loads((tmp_path / "inf.json").read_text())
+  assert set(rec["variants"]) == {"full", "pruned", "dense_k"}
+  table = re.search(r"\| pruned / dense_k decode tokens/s \| ([\d.]+) \|", out).group(1)
+  assert f"{rec['ratios']['pruned_over_dense_k_decode_tokens_s']:.3f}" == table
+  assert all(v["decode_tokens_per_s"] > 0 for v in rec["variants"].values())
+
+
+def test_eval_bench_one_pass_matches_per_letter(tmp_path):
+  out = _run("eval_bench.py", "--per_group=1", f"--json={tmp_path / 'eval.json'}")
+  rec = json.loads((tmp_path / "eval.json").read_text())
+  row = rec["shots"]["0"]
+  assert rec["benchmark"] == "eval_bench" and rec["questions"] == 7
+  assert row["same_predictions"] and row["max_abs_loglik_diff"] < 1e-4
+  assert row["one_pass_questions_per_s"] > 0 and row["per_letter_questions_per_s"] > 0
+  assert f"| 0 | {row['tokens_per_question']:.0f} |" in out
+
+
+def test_core_bench_writes_json(tmp_path):
+  _run("core_bench.py", "--reps=1", f"--json={tmp_path / 'core.json'}")
+  rec = json.loads((tmp_path / "core.json").read_text())
+  assert set(rec["ratios"]) == {
+    "soft_topk_over_train_step",
+    "predictor_gather_over_prefill",
+    "jitted_chain_over_prefill",
+  }
+  assert all(v > 0 for v in rec["ms"].values()) and len(rec["ms"]) == 6
 
 
 def test_repro_quick_trains_every_method_and_writes_the_tables(tmp_path):
@@ -71,6 +108,7 @@ def test_repro_quick_trains_every_method_and_writes_the_tables(tmp_path):
       "--quick",
       f"--workdir={work}",
       f"--out={out}",
+      f"--json={tmp_path / 'repro.json'}",
     ],
     cwd=ROOT,
     env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},
@@ -91,6 +129,7 @@ def test_repro_quick_trains_every_method_and_writes_the_tables(tmp_path):
   for row in ("| arithmetic |", "| strings |", "| code |", "| math |"):
     assert row in md  # the claim check, one row per domain
   rec = json.loads((out / "results.json").read_text())
+  assert json.loads((tmp_path / "repro.json").read_text()) == dict(benchmark="repro", **rec)
   assert set(rec["train"]) == {
     "pretrain_full",
     "pretrain_small",

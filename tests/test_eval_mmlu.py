@@ -2,6 +2,7 @@
 
 import collections
 
+import numpy as np
 import pytest
 
 from ifp_jax.evals import mmlu
@@ -95,3 +96,69 @@ def test_fitting_drops_shots_then_truncates(data):
   prompts, used, cut = mmlu.contexts(qs, pools, 5, length, 40)
   assert used == [0] * len(qs) and cut == len(qs)
   assert all(len(p) <= 40 and p.endswith("Answer:") for p in prompts)
+
+
+# --- one forward pass per question == one row per (question, letter), on real tiny models ----
+@pytest.fixture(scope="module")
+def smollm2_tok_runner():
+  """A random 2-layer Llama with SmolLM2's tokenizer (each ' A'..' D' is one token), mode full."""
+  import pathlib
+
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  from ifp_jax.data.tokenization import load_tokenizer
+  from ifp_jax.infer.pruned import PrunedRunner
+  from ifp_jax.infer.run_loader import LoadedRun
+  from ifp_jax.model.config import LlamaConfig
+  from ifp_jax.model.decoder import Decoder
+  from ifp_jax.model.ifp_model import IFPConfig
+
+  tok = load_tokenizer("smollm2")
+  cfg = LlamaConfig(
+    vocab_size=49152, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=4096, initializer_range=0.5,
+  )  # fmt: skip
+  init = jax.jit(Decoder(cfg).init)
+  params = nn.unbox(init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
+  run = LoadedRun(
+    pathlib.Path("."), 0, IFPConfig(llm=cfg, mask_kind="none"), {"llm": params}, tok,
+    {"config": {"data": {"max_prompt_len": 64}}},
+  )  # fmt: skip
+  return PrunedRunner(run, "full")
+
+
+@pytest.mark.parametrize("shots", [0, 1])
+def test_one_pass_equals_row_per_letter(data, smollm2_tok_runner, shots):
+  from ifp_jax.evals import common
+
+  _, pools, rest = data
+  runner = smollm2_tok_runner
+  ctx = common.EvalContext("full", runner, None, {}, batch_size=16)  # one compile per path
+  qs = mmlu.select(rest, 1)[:4]
+  length = lambda t: len(runner.tokenizer.encode(t))  # noqa: E731
+  prompts, used, _ = mmlu.contexts(qs, pools, shots, length, 4096 - 16)
+  assert used == [shots] * len(qs)
+  fast = mmlu.letter_logliks(ctx, prompts, None)
+  slow = mmlu.letter_logliks(ctx, prompts, None, one_pass=False)
+  assert np.allclose(fast, slow, rtol=0, atol=1e-4)
+  assert mmlu.predictions(fast) == mmlu.predictions(slow)
+  assert len({tuple(np.round(r, 3)) for r in fast}) == len(qs)  # real, distinct scores
+
+
+def test_choice_loglikelihoods_per_row_masks(trained_run):
+  """The row-wise (per-input masks) path: one pass == each (context, choice) scored alone."""
+  from ifp_jax.infer import run_loader
+  from ifp_jax.infer.pruned import PrunedRunner
+
+  runner = PrunedRunner(run_loader.load_run(trained_run), "per_input")
+  contexts = ["Add 3 and 4.", "Reverse the word 'cat'.", "x", "Sort: b a c. Answer with letter"]
+  choices = ["A", "B", "7", "t"]  # one byte each with the byte tokenizer
+  got = runner.choice_loglikelihoods(contexts, choices, batch_size=3)
+  want = runner.loglikelihood(
+    [c for c in contexts for _ in choices], [x for _ in contexts for x in choices]
+  )
+  assert np.allclose(np.ravel(got), want, rtol=0, atol=1e-4)
+  with pytest.raises(ValueError, match="single-token choices"):
+    runner.choice_loglikelihoods(contexts, [" A", "B"])

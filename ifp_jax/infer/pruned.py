@@ -100,6 +100,29 @@ def _token_logprobs(cfg: LlamaConfig, rowwise: bool):
   return jax.jit(fn)
 
 
+@functools.lru_cache(maxsize=16)
+def _choice_logprobs(cfg_key: str, rowwise: bool):
+  """(params, ids [B, T], last [B], choices [C]) -> log p(choice | ids[b, :last[b] + 1]) [B, C]
+  (f32): one forward pass per row, the vocabulary head only at each row's last context token."""
+  cfg = LlamaConfig(**json.loads(cfg_key))
+
+  def one(params, ids, last, choices):
+    hidden = Decoder(cfg).apply({"params": params}, ids, compute_logits=False).hidden
+    h = jnp.take_along_axis(hidden, last[:, None, None].astype(jnp.int32), axis=1)[:, 0]
+    logp = jax.nn.log_softmax(gen._logits_last(cfg, params, h), axis=-1)
+    return logp[:, choices]
+
+  if not rowwise:
+    return jax.jit(one)
+
+  def fn(params, ids, last, choices):
+    return jax.vmap(
+      lambda p, i, n: one(p, i[None], n[None], choices)[0], in_axes=(_mlp_axes(params), 0, 0)
+    )(params, ids, last)
+
+  return jax.jit(fn)
+
+
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
   """`text` up to (excluding) the earliest stop string."""
   cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))
@@ -308,3 +331,58 @@ class PrunedRunner:
     logp = np.asarray(_token_logprobs(self.cfg_k, rowwise)(params, jnp.asarray(ids)))
     # logp[:, t] scores token t + 1.
     return [float(logp[i, s - 1 : len(r) - 1].sum()) for i, (r, s) in enumerate(zip(rows, starts))]
+
+  def single_token_ids(self, continuations: Sequence[str]) -> list[int] | None:
+    """The token id of each continuation when every one encodes to exactly one token (what
+    `choice_loglikelihoods` needs), else None."""
+    ids = [self.tokenizer.encode(c) for c in continuations]
+    return [i[0] for i in ids] if all(len(i) == 1 for i in ids) else None
+
+  def choice_loglikelihoods(
+    self,
+    contexts: Sequence[str],
+    choices: Sequence[str],
+    *,
+    instructions=None,
+    chat: bool = False,
+    batch_size: int = 16,
+  ) -> list[list[float]]:
+    """log p(choice | context) [len(contexts)][len(choices)] for single-token choices (e.g.
+    answer letters): one forward pass per context scores every choice, as lm-eval does.
+
+    Equal to `loglikelihood(context, choice)` of each pair (same tokenisation: context and
+    continuation encoded apart), at 1/len(choices) of the cost. Rows are grouped by token
+    length inside the call, so a batch is padded only to its own longest context.
+    """
+    choice_ids = self.single_token_ids(choices)
+    if choice_ids is None:
+      raise ValueError(
+        f"choice_loglikelihoods needs single-token choices; {list(choices)!r} encode to "
+        f"{[len(self.tokenizer.encode(c)) for c in choices]} tokens"
+      )
+    instr = None if self.mode == "full" else self._instructions(contexts, instructions)
+    encoded = []
+    for ctx in contexts:
+      c = self.encode_prompt(ctx, chat) if chat else self.tokenizer.encode(ctx)
+      encoded.append(c or [self.tokenizer.bos_id])  # an empty context conditions on BOS
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    out: list[list[float]] = [[] for _ in encoded]
+    for lo in range(0, len(order), batch_size):
+      rows = order[lo : lo + batch_size]
+      width = gen.round_up(max(len(encoded[i]) for i in rows), _PAD_MULTIPLE)
+      if width > self.cfg_full.max_position_embeddings:
+        raise ValueError(
+          f"context of {max(len(encoded[i]) for i in rows)} tokens exceeds "
+          f"max_position_embeddings={self.cfg_full.max_position_embeddings}"
+        )
+      ids = np.full((len(rows), width), self.tokenizer.pad_id, np.int32)
+      for j, i in enumerate(rows):  # right padding: later tokens never affect earlier logits
+        ids[j, : len(encoded[i])] = encoded[i]
+      last = np.asarray([len(encoded[i]) - 1 for i in rows], np.int32)
+      params, rowwise = self._params_for(None if instr is None else [instr[i] for i in rows])
+      logp = _choice_logprobs(_cfg_key(self.cfg_k), rowwise)(
+        params, jnp.asarray(ids), jnp.asarray(last), jnp.asarray(choice_ids, jnp.int32)
+      )
+      for i, vals in zip(rows, np.asarray(logp).tolist()):
+        out[i] = [float(v) for v in vals]
+    return out

@@ -94,6 +94,9 @@ class LlamaConfig:
   # collectives inside a loop (rendezvous keys repeat across iterations): CPU meshes use
   # scan_unroll = num_hidden_layers (see ifp_jax.train.sharding.cpu_safe_unroll).
   scan_unroll: int = 1
+  # Attention implementation (ifp_jax.model.attention): "auto" (per backend) | "xla" |
+  # "dot_product". Changes speed, not the function; never written to an HF config.json.
+  attention_impl: str = "auto"
 
   def __post_init__(self):
     if isinstance(self.rope_scaling, Mapping):  # frozen, so the config stays hashable
@@ -112,6 +115,10 @@ class LlamaConfig:
       raise ValueError(f"model_type={self.model_type!r}; expected one of {sorted(MODEL_TYPES)}")
     if self.remat not in ("none", "full", "dots"):
       raise ValueError(f"remat={self.remat!r}; expected 'none', 'full' or 'dots'")
+    if self.attention_impl not in ("auto", "xla", "dot_product"):
+      raise ValueError(
+        f"attention_impl={self.attention_impl!r}; expected 'auto', 'xla' or 'dot_product'"
+      )
     to_dtype(self.dtype)
     to_dtype(self.param_dtype)
 

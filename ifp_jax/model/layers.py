@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ifp_jax.model import attention
 from ifp_jax.model.config import LlamaConfig, to_dtype
 
 Array = jax.Array
@@ -143,13 +144,7 @@ class Attention(nn.Module):
       v = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), cache_index, axis=1)
       new_cache = (k, v)
 
-    b, t = q.shape[:2]
-    q = q.reshape(b, t, kv, h // kv, hd)  # group query heads by the KV head they share
-    logits = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(dtype)).astype(jnp.float32)
-    logits = logits / math.sqrt(hd)
-    logits = jnp.where(allowed[:, None, None], logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1).astype(dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(dtype)).reshape(b, t, h, hd)
+    out = attention.attend(q.astype(dtype), k, v, allowed, impl=cfg.attention_impl)
     out = constrain(out, ("act_batch", "act_len", "act_heads", None))
     out = Proj((cfg.hidden_size,), ("heads", "head_dim", "embed"), cfg, in_dims=2, name="o_proj")(
       out

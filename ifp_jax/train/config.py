@@ -52,6 +52,7 @@ def default_config() -> ml_collections.ConfigDict:
   m.dtype = "float32"  # compute dtype (bfloat16 on accelerators)
   m.param_dtype = "float32"  # parameter / master-weight dtype
   m.remat = "none"  # none | full | dots
+  m.attention_impl = "auto"  # auto (per backend) | xla | dot_product (ifp_jax.model.attention)
 
   c.mesh = (-1, 1, 1)  # (data, fsdp, tensor); one entry may be -1
 
@@ -97,6 +98,7 @@ def build_ifp_config(
 ) -> IFPConfig:
   m = c.model
   numerics = dict(dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat)
+  numerics["attention_impl"] = m.get("attention_impl", "auto")
   uses_predictor = mask_kind(m.mask_kind).uses_predictor
   return IFPConfig(
     llm=llm.replace(**numerics),
