@@ -37,6 +37,13 @@ from ifp_jax.model.decoder import Decoder
 
 DOMAINS = ("code", "chat", "math", "shakespeare")
 SPLITS = ("heldout", "calib")
+# Per-task instructions (IFP per_task reads one per domain).
+DOMAIN_TASKS = {
+  "code": "Continue the Python source file.",
+  "chat": "Continue the assistant's answer to the user.",
+  "math": "Continue the list of math word problems and their answers.",
+  "shakespeare": "Continue the scene from the Shakespeare play.",
+}
 HELDOUT_FRACTION = 0.25  # of sources (files, chats, plays) kept for held-out documents
 
 
