@@ -79,6 +79,12 @@ for bench in benchmarks/*.py; do
   extra=(--json="$RESULTS/$name.json")
   [ "$(basename "$bench")" = repro.py ] && extra+=(--workdir="$RESULTS/repro_runs" \
     --out="$RESULTS/repro")
+  # repro_smollm2.py: real SmolLM2 weights; without --quick its --scale preset (bf16, more docs).
+  if [ "$(basename "$bench")" = repro_smollm2.py ]; then
+    extra=(--workdir="$RESULTS/repro_smollm2_runs" --out="$RESULTS/repro_smollm2" \
+      --stages=training_free,regime_a)
+    [ -z "${QUICK_FLAG:-}" ] && extra+=(--scale)
+  fi
   if grep -q -- "--quick" "$bench"; then
     step "$name" "$PY" "$bench" $QUICK_FLAG "${extra[@]}"
   else

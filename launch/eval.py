@@ -35,7 +35,7 @@ flags.DEFINE_string("limit", "", "Samples per benchmark: N, or BENCHMARK:N,... (
 flags.DEFINE_string(
   "variants",
   "",
-  "Comma-separated: full, per_input, per_task, "
+  "Comma-separated: full, per_input, per_task, griffin (training-free), "
   "baseline:NAME=WORKDIR. Default: full,per_input,per_task.",
 )
 flags.DEFINE_integer("step", None, "Checkpoint step of --workdir (default: latest).")

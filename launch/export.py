@@ -5,6 +5,8 @@
   python -m launch.export --workdir=DIR --out=OUT --what=pruned --task=arithmetic,string,code
   python -m launch.export --workdir=DIR --out=OUT --what=pruned --instruction="Reverse the word."
   python -m launch.export --workdir=DIR --out=OUT --what=pruned --units=kept.json
+  python -m launch.export --workdir=DIR --out=OUT --what=pruned --instruction="..." \
+      --mask_source=griffin          # training-free GRIFFIN units for that prompt
   python -m launch.export --workdir=DIR --out=OUT --what=predictor
   python -m launch.export --source=smollm2 --k=512 --out=OUT --what=full   # no run: real
                                       SmolLM2 weights, random predictor head (for checks)
@@ -48,6 +50,13 @@ flags.DEFINE_list("task", [], "--what=pruned: named task(s); several -> OUT/<tas
 flags.DEFINE_string("units", None, "--what=pruned: JSON/.npy file of kept units [layers, k].")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Dtype of the written weights.")
 flags.DEFINE_bool("fold_soft_mask", False, "--what=pruned: fold SoftTopK values into down_proj.")
+flags.DEFINE_enum(
+  "mask_source",
+  "predictor",
+  ["predictor", "griffin"],
+  "--what=pruned with --instruction/--task: who picks the units; 'griffin' = training-free, the "
+  "full LLM prefills the instruction as the prompt (ifp_jax/infer/griffin.py).",
+)
 flags.DEFINE_bool("overwrite", False, "Replace an existing non-empty --out.")
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.DEFINE_string(
@@ -134,6 +143,7 @@ def main(argv):
         tasks=FLAGS.task,
         units=units,
         fold_soft_mask=FLAGS.fold_soft_mask,
+        mask_source=FLAGS.mask_source,
         **common,
       )
     else:

@@ -5,6 +5,8 @@
   python -m launch.generate --workdir=runs/tiny --prompt="Reverse the word.\nhello"
   python -m launch.generate --workdir=runs/tiny --prompt="hello" \\
     --task_instruction="Reverse the word."
+  python -m launch.generate --model=smollm2 --griffin --k=512 --chat --prompt="What is JAX?"
+  python -m launch.generate --workdir=runs/tiny --griffin --prompt="Reverse the word.\nhello"
 
 With --workdir (a launch.train run), generation is pruned inference (ifp_jax/infer/pruned.py): the
 predictor reads the prompt (or --task_instruction), the kept FFN units are gathered into a dense
@@ -43,6 +45,14 @@ flags.DEFINE_string(
   "instruction instead of the prompt (per-task mask).",
 )
 flags.DEFINE_bool("full", False, "With --workdir: no pruning, every FFN unit (the full LLM).")
+flags.DEFINE_bool(
+  "griffin",
+  False,
+  "Training-free pruning (GRIFFIN): the full LLM prefills the prompt (or --task_instruction), "
+  "each layer keeps its --k units of largest normalised activation norm, the gathered width-k "
+  "model generates. Works with --model (needs --k) and --workdir (default k: the run's).",
+)
+flags.DEFINE_integer("k", 0, "--griffin: kept FFN units per layer (0 = the run's k).")
 flags.DEFINE_string("stop", None, "With --workdir: cut the output at this string.")
 flags.DEFINE_string("prompt", None, "Prompt text.", required=True)
 flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate.")
@@ -115,13 +125,37 @@ def continue_prompt(
   return text, runner.tokenizer.decode(new, skip_special_tokens=True)
 
 
+def griffin_runner(runner: Runner, prompt: str, chat: bool, k: int) -> Runner:
+  """--model --griffin: the dense model gathered to GRIFFIN's k units for this prompt."""
+  from ifp_jax.infer import griffin
+  from ifp_jax.infer.generate import chat_prompt
+  from ifp_jax.model.gather import gather_ffn, gathered_config
+
+  if k <= 0:
+    raise ValueError("--griffin with --model needs --k (kept FFN units per layer)")
+  source = FLAGS.task_instruction or prompt  # what GRIFFIN prefills, templated like the prompt
+  text = chat_prompt(source, runner.chat_template) if chat else source
+  units = griffin.griffin_units(runner.cfg, runner.params, [runner.tokenizer.encode(text).ids], k)
+  return dataclasses.replace(
+    runner,
+    cfg=gathered_config(runner.cfg, k),
+    params=gather_ffn(runner.params, units[0]),
+    description=f"{runner.description}, GRIFFIN {k}/{runner.cfg.intermediate_size} FFN units",
+  )
+
+
 def pruned_generation(prompt: str, workdir: str) -> tuple[str, str]:
   """--workdir: (the continuation, a description of what ran)."""
   from ifp_jax.infer.pruned import PrunedRunner
   from ifp_jax.infer.run_loader import load_run
 
   run = load_run(workdir)
+  if FLAGS.griffin and FLAGS.full:
+    raise ValueError("--griffin and --full exclude each other")
+  if FLAGS.griffin and FLAGS.k not in (0, run.ifp.k):
+    run.ifp = dataclasses.replace(run.ifp, k=FLAGS.k)
   mode = "full" if FLAGS.full else ("per_task" if FLAGS.task_instruction else "per_input")
+  mode = "griffin" if FLAGS.griffin else mode
   runner = PrunedRunner(run, mode)
   chat = FLAGS.chat or not any(a.startswith(("--chat", "--nochat")) for a in sys.argv)
   text = runner.generate(
@@ -166,6 +200,8 @@ def main(argv):
     return
   try:
     runner = runner_from_model(FLAGS.model)
+    if FLAGS.griffin:
+      runner = griffin_runner(runner, FLAGS.prompt, FLAGS.chat, FLAGS.k)
   except (FileNotFoundError, ValueError) as e:
     sys.exit(f"error: {e}")
   text, continuation = continue_prompt(

@@ -143,10 +143,10 @@ class EvalContext:
     self, per_input: Sequence[str], task_keys: Sequence[Sequence[str]]
   ) -> list[str] | None:
     """What the predictor reads, per example: nothing (full), the example's own prompt text
-    (per_input) or its task's instruction (per_task)."""
+    (per_input; griffin prefills it) or its task's instruction (per_task)."""
     if self.mode == "full":
       return None
-    if self.mode == "per_input":
+    if self.mode in ("per_input", "griffin"):
       return list(per_input)
     return [self.instruction(*keys) for keys in task_keys]
 

@@ -7,7 +7,9 @@ chunks, chunk 1 has no loss. Masks by mode:
   full       no mask (every FFN unit);
   per_input  the predictor reads chunk j and its mask applies to chunk j+1, as in CPT training
              (the trainer's held-out eval); a static run uses its one mask;
-  per_task   one mask from the 'cpt' task instruction for every row.
+  per_task   one mask from the 'cpt' task instruction for every row;
+  griffin    training-free: the full LLM prefills what the predictor would read (chunk j) and
+             GRIFFIN's top-k units apply to chunk j+1 (ifp_jax/infer/griffin.py).
 Masking with hard top-k masks computes exactly what the gathered width-k model computes.
 """
 
@@ -24,6 +26,7 @@ import ml_collections
 import numpy as np
 
 from ifp_jax.evals import common
+from ifp_jax.infer import griffin
 from ifp_jax.infer import instruction_masks as instruct_masks
 from ifp_jax.model.config import LlamaConfig
 from ifp_jax.model.decoder import Decoder
@@ -101,6 +104,15 @@ def _masks(
   if runner.mode == "full" or not ifp.has_masks:
     return None, None
   b = batch["input_ids"].shape[0]
+  if runner.mode == "griffin":
+    ids, lengths = np.asarray(batch["predictor_ids"]), np.asarray(batch["predictor_lengths"])
+    flat_ids, flat_len = ids.reshape(-1, ids.shape[-1]), lengths.reshape(-1)
+    rows = [r[: max(int(n), 1)].tolist() for r, n in zip(flat_ids, flat_len)]
+    units = griffin.griffin_units(
+      ifp.llm, run.params["llm"], rows, ifp.k, pad_id=runner.tokenizer.pad_id
+    )
+    masks = griffin.units_to_mask(units, ifp.llm.intermediate_size)
+    return masks.reshape(*ids.shape[:-1], *masks.shape[1:]), batch["mask_index"]
   if runner.mode == "per_task" or not ifp.uses_predictor:
     text = ctx.instruction("cpt")
     masks, _ = instruct_masks.predict_masks(

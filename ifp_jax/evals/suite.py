@@ -6,7 +6,9 @@ Variants (`--variants`, comma-separated):
   baseline:NAME=WORKDIR      another run (latest checkpoint), in the mode its masks call for:
                              mask_kind 'none' (dense, e.g. width k) -> full; 'static' -> its one
                              static mask; a predictor run -> per_input;
-  baseline:NAME=WORKDIR@MODE the same in an explicit mode (full, per_input, per_task).
+  griffin                    the main run's LLM with GRIFFIN's training-free per-prompt units
+                             (same k; ifp_jax/infer/griffin.py);
+  baseline:NAME=WORKDIR@MODE the same in an explicit mode (full, per_input, per_task, griffin).
 Default: full, per_input, per_task (only full for a dense main run; full and per_task, i.e. the
 static mask, for a static one).
 
@@ -37,7 +39,7 @@ from ifp_jax.model.ifp_model import mask_kind
 
 BENCHMARKS = {m.NAME: m for m in (perplexity, skill_suite, math_gym, humaneval, mmlu)}
 DEFAULT_BENCHMARKS = tuple(BENCHMARKS)
-MODES = ("full", "per_input", "per_task")
+MODES = ("full", "per_input", "per_task", "griffin")
 ANALYSIS_PROMPTS = 16  # prompts per domain for the mask analysis
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 

@@ -5,6 +5,9 @@ Modes of `PrunedRunner`:
   per_input  the predictor reads each prompt's instruction (default: the prompt itself);
   per_task   the predictor reads a task instruction once; its kept units are cached and
              reused for every later prompt of that task.
+  griffin    training-free (ifp_jax/infer/griffin.py): the full LLM prefills the prompt (or the
+             given instruction, templated like the prompt) and each layer keeps its k units of
+             largest normalised SwiGLU activation norm; the predictor is not used.
 
 Rows whose kept units are identical share one gathered model and run as one batch. Rows with
 different units run in one batch too: the gathered FFN weights get a leading row axis and the
@@ -26,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ifp_jax.infer import generate as gen
+from ifp_jax.infer import griffin
 from ifp_jax.infer import instruction_masks as instruct_masks
 from ifp_jax.infer.run_loader import LoadedRun
 from ifp_jax.model.config import LlamaConfig
@@ -34,7 +38,7 @@ from ifp_jax.model.gather import gather_ffn, gathered_config
 
 log = logging.getLogger(__name__)
 
-MODES = ("full", "per_input", "per_task")
+MODES = ("full", "per_input", "per_task", "griffin")
 _PAD_MULTIPLE = 16  # prompt/sequence lengths are rounded up to this to limit recompiles
 
 
@@ -101,10 +105,9 @@ def _token_logprobs(cfg: LlamaConfig, rowwise: bool):
 
 
 @functools.lru_cache(maxsize=16)
-def _choice_logprobs(cfg_key: str, rowwise: bool):
+def _choice_logprobs(cfg: LlamaConfig, rowwise: bool):
   """(params, ids [B, T], last [B], choices [C]) -> log p(choice | ids[b, :last[b] + 1]) [B, C]
   (f32): one forward pass per row, the vocabulary head only at each row's last context token."""
-  cfg = LlamaConfig(**json.loads(cfg_key))
 
   def one(params, ids, last, choices):
     hidden = Decoder(cfg).apply({"params": params}, ids, compute_logits=False).hidden
@@ -147,12 +150,17 @@ class PrunedRunner:
     self.cfg_k = self.cfg_full if mode == "full" else gathered_config(run.ifp.llm, run.ifp.k)
     self._kept_cache: dict[str, np.ndarray] = {}
     self.predictor_calls = 0  # instructions the predictor has read (tests check per-task reuse)
+    self._griffin_cache: dict[tuple[str, bool], np.ndarray] = {}
+    self.griffin_calls = 0  # prompts GRIFFIN has prefilled
 
   # --- masks ---------------------------------------------------------------------------------
-  def kept(self, instructions: Sequence[str]) -> np.ndarray:
-    """Kept-unit indices [B, L, k] per instruction (cached by instruction text)."""
+  def kept(self, instructions: Sequence[str], chat: bool = True) -> np.ndarray:
+    """Kept-unit indices [B, L, k] per instruction (cached by instruction text). `chat` only
+    matters for 'griffin', which prefills the text as the model sees a prompt."""
     if self.mode == "full":
       raise ValueError("mode 'full' keeps every unit: there are no kept-unit indices")
+    if self.mode == "griffin":
+      return self._griffin_kept(instructions, chat)
     todo = list(dict.fromkeys(t for t in instructions if t not in self._kept_cache))
     if todo:
       idx = instruct_masks.kept_units(
@@ -161,6 +169,17 @@ class PrunedRunner:
       self.predictor_calls += len(todo)
       self._kept_cache.update(zip(todo, idx))
     return np.stack([self._kept_cache[t] for t in instructions])
+
+  def _griffin_kept(self, texts: Sequence[str], chat: bool) -> np.ndarray:
+    todo = list(dict.fromkeys(t for t in texts if (t, chat) not in self._griffin_cache))
+    if todo:
+      rows = [self.encode_prompt(t, chat) for t in todo]
+      idx = griffin.griffin_units(
+        self.cfg_full, self.llm_params, rows, self.run.ifp.k, pad_id=self.tokenizer.pad_id
+      )
+      self.griffin_calls += len(todo)
+      self._griffin_cache.update({(t, chat): i for t, i in zip(todo, idx)})
+    return np.stack([self._griffin_cache[(t, chat)] for t in texts])
 
   def _instructions(self, prompts: Sequence[str], instructions: Sequence[str] | None) -> list[str]:
     if instructions is None:
@@ -173,11 +192,11 @@ class PrunedRunner:
       raise ValueError(f"{len(instructions)} instructions for {len(prompts)} prompts")
     return list(instructions)
 
-  def _params_for(self, instructions: list[str] | None) -> tuple[Any, bool]:
+  def _params_for(self, instructions: list[str] | None, chat: bool = True) -> tuple[Any, bool]:
     """(LLM params for these rows, rowwise?): full, one shared gathered model, or per row."""
     if self.mode == "full":
       return self.llm_params, False
-    idx = self.kept(instructions)
+    idx = self.kept(instructions, chat)
     if all(np.array_equal(idx[0], i) for i in idx[1:]):
       return gather_ffn(self.llm_params, idx[0]), False
     return _gather_rows(self.llm_params, jnp.asarray(idx)), True
@@ -209,7 +228,7 @@ class PrunedRunner:
     if not prompts:
       return []
     instr = None if self.mode == "full" else self._instructions(prompts, instructions)
-    params, rowwise = self._params_for(instr)
+    params, rowwise = self._params_for(instr, chat)
     ids, attn = gen.pad_prompts(
       [self.encode_prompt(p, chat) for p in prompts],
       pad_id=self.tokenizer.pad_id,
@@ -327,7 +346,7 @@ class PrunedRunner:
     ids = np.full((len(rows), width), self.tokenizer.pad_id, np.int32)
     for i, r in enumerate(rows):  # right padding: later tokens never affect earlier logits
       ids[i, : len(r)] = r
-    params, rowwise = self._params_for(instr)
+    params, rowwise = self._params_for(instr, chat)
     logp = np.asarray(_token_logprobs(self.cfg_k, rowwise)(params, jnp.asarray(ids)))
     # logp[:, t] scores token t + 1.
     return [float(logp[i, s - 1 : len(r) - 1].sum()) for i, (r, s) in enumerate(zip(rows, starts))]
@@ -380,7 +399,7 @@ class PrunedRunner:
         ids[j, : len(encoded[i])] = encoded[i]
       last = np.asarray([len(encoded[i]) - 1 for i in rows], np.int32)
       params, rowwise = self._params_for(None if instr is None else [instr[i] for i in rows])
-      logp = _choice_logprobs(_cfg_key(self.cfg_k), rowwise)(
+      logp = _choice_logprobs(self.cfg_k, rowwise)(
         params, jnp.asarray(ids), jnp.asarray(last), jnp.asarray(choice_ids, jnp.int32)
       )
       for i, vals in zip(rows, np.asarray(logp).tolist()):

@@ -132,7 +132,7 @@ class Decoder(nn.Module):
       block = nn.remat(DecoderLayer, prevent_cse=False, policy=_REMAT_POLICIES[cfg.remat])
     stack = nn.scan(
       block,
-      variable_axes={"params": 0},
+      variable_axes={"params": 0, "intermediates": 0},
       split_rngs={"params": True},
       in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
       length=cfg.num_hidden_layers,

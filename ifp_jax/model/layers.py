@@ -188,6 +188,9 @@ class MaskedSwiGLU(nn.Module):
     if mask is not None:
       up = up * jnp.broadcast_to(mask.astype(up.dtype), (b, t, f)).reshape(b * t, f)
     h = constrain(nn.silu(gate) * up, ("act_batch", "act_mlp"))
+    # Training-free selection (ifp_jax/infer/griffin.py) reads Z = silu(x W_gate) * (x W_up);
+    # a no-op unless the 'intermediates' collection is mutable.
+    self.sow("intermediates", "ffn_act", h.reshape(b, t, f))
     return dense("down_proj", cfg.hidden_size, ("mlp", "embed"))(h).reshape(b, t, d)
 
 

@@ -146,13 +146,44 @@ def check_units(units: Any, num_layers: int, d_ff: int) -> np.ndarray:
   return np.sort(arr, axis=-1).astype(np.int32)
 
 
+MASK_SOURCES = ("predictor", "griffin")
+
+
+def griffin_select(src: ExportSource, prompts: Sequence[str]) -> np.ndarray:
+  """GRIFFIN's kept units [B, L, k] per prompt, prefilled as one user turn (as PrunedRunner's
+  'griffin' mode does with chat=True)."""
+  from ifp_jax.infer import griffin
+
+  rows = [
+    src.tokenizer.encode(
+      src.tokenizer.apply_chat_template(
+        [{"role": "user", "content": p}], add_generation_prompt=True
+      )
+    )
+    for p in prompts
+  ]
+  return griffin.griffin_units(
+    src.ifp.llm, src.params["llm"], rows, src.ifp.k, pad_id=src.tokenizer.pad_id
+  )
+
+
 def select_units(
-  src: ExportSource, instructions: Sequence[str], fold_soft_mask: bool = False
+  src: ExportSource,
+  instructions: Sequence[str],
+  fold_soft_mask: bool = False,
+  mask_source: str = "predictor",
 ) -> tuple[np.ndarray, np.ndarray | None]:
-  """JAX predictor: kept units [B, L, k] per instruction (+ soft mask values [B, L, k])."""
+  """Kept units [B, L, k] per instruction (+ soft mask values [B, L, k]): the JAX predictor's,
+  or GRIFFIN's (training-free, the full LLM prefills the instruction as the prompt)."""
   ifp = src.ifp
+  if mask_source not in MASK_SOURCES:
+    raise ExportError(f"mask_source={mask_source!r}; expected one of {MASK_SOURCES}")
   if not ifp.has_masks:
     raise ExportError("this run is dense (mask_kind='none'): nothing to prune; use --what=full")
+  if mask_source == "griffin":
+    if fold_soft_mask:
+      raise ExportError("--fold_soft_mask needs predictor scores; GRIFFIN's masks are binary")
+    return griffin_select(src, instructions), None
   if fold_soft_mask and ifp.hard_concrete:
     raise ExportError(
       f"--fold_soft_mask needs mask_kind='soft_topk' (SoftTopK values); this run "
@@ -181,6 +212,7 @@ def export_pruned(
   tasks: Sequence[str] = (),
   units: Any = None,
   fold_soft_mask: bool = False,
+  mask_source: str = "predictor",
   dtype: str = "float32",
   overwrite: bool = False,
   max_shard_bytes: int = DEFAULT_SHARD_BYTES,
@@ -188,8 +220,8 @@ def export_pruned(
   on_tensor: Callable[[str], None] | None = None,
 ) -> pathlib.Path:
   """Dense width-k Llama(s): for one instruction, one task (OUT), several tasks (OUT/<task>/
-  each) or explicit kept `units` [L, k]. The kept units of the JAX predictor are recorded in
-  each directory's export_info.json."""
+  each) or explicit kept `units` [L, k]. The kept units (of the JAX predictor, or of GRIFFIN
+  with mask_source='griffin') are recorded in each directory's export_info.json."""
   given = [instruction is not None, bool(tasks), units is not None]
   if sum(given) != 1:
     raise ExportError("a pruned export needs exactly one of --instruction, --task or --units")
@@ -208,13 +240,13 @@ def export_pruned(
       raise ExportError("--fold_soft_mask needs predicted masks, not explicit --units")
   else:
     texts = [instruction] if instruction is not None else [task_instruction(t) for t in tasks]
-    all_units, all_scale = select_units(src, texts, fold_soft_mask)
+    all_units, all_scale = select_units(src, texts, fold_soft_mask, mask_source)
     names = [None] if instruction is not None or len(tasks) == 1 else [_slug(t) for t in tasks]
     if len(set(names)) != len(names):
       raise ExportError(f"task names {list(tasks)} map to clashing directory names {names}")
     jobs = []
     for i, text in enumerate(texts):
-      info = {"instruction": text}
+      info = {"instruction": text, "mask_source": mask_source}
       if tasks:
         info["task"] = tasks[i]
       jobs.append((names[i], info, all_units[i], None if all_scale is None else all_scale[i]))

