@@ -14,7 +14,7 @@ import pytest
 from ifp_jax.infer import generate as gen
 from ifp_jax.infer import griffin, run_loader
 from ifp_jax.infer.pruned import PrunedRunner
-from ifp_jax.io import hf as hf_io
+from ifp_jax.io.export import writer
 from ifp_jax.model.config import LlamaConfig
 from ifp_jax.model.decoder import Decoder
 
@@ -60,7 +60,7 @@ def test_griffin_selection_equals_numpy_rule(tmp_path):
   got_scores = griffin.griffin_scores(LLM, params, rows, batch_size=2)
   got = griffin.griffin_units(LLM, params, rows, k, batch_size=2)
 
-  hf_io.save_hf_dir(LLM, params, tmp_path)
+  writer.write_hf_model(LLM, params, tmp_path, overwrite=True)
   model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), dtype=torch.float64)
   captured: dict[int, np.ndarray] = {}
   for i, layer in enumerate(model.model.layers):
