@@ -229,7 +229,9 @@ STEPS = {"cpt__steps": 4, "sft__steps": 2}
 BF16_RTOL = 6e-3
 # Remat recomputes the same f32 forward pass in the backward pass; only the reduction order of
 # some gradients changes: measured max relative gap 1.0e-6 (full), 1.7e-7 (dots); step 1 exact.
-REMAT_RTOL = 1e-5
+# On another CPU of the same machine type (2026-12-01) full remat gave 1.03e-5 at step 4 on the
+# base commit as well: XLA:CPU fuses differently per CPU. A wrong recompute is off by >> 1e-3.
+REMAT_RTOL = 3e-5
 
 
 @pytest.fixture(scope="module")
