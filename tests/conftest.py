@@ -36,3 +36,14 @@ def trained_run(tmp_path_factory):
   )
   Trainer(config, workdir, devices=jax.devices()[:1]).run()
   return workdir
+
+
+# Fixtures whose set-up trains a model, loads the real SmolLM2 weights into transformers, or
+# compiles sharded train steps (`reports`: three 8-device layouts): every test that uses one is slow (`make test-fast` skips it).
+SLOW_FIXTURES = frozenset({"trained_run", "hf_model", "smollm2", "reports"})
+
+
+def pytest_collection_modifyitems(config, items):
+  for item in items:
+    if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+      item.add_marker(pytest.mark.slow)

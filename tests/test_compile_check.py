@@ -73,6 +73,7 @@ def _paper(recipe):
   return config, module.RECIPES[recipe]
 
 
+@pytest.mark.slow
 def test_paper_config_compiles_and_fits_8_h100(capsys):
   config, recipe = _paper("h100x8")
   assert recipe["devices"] == len(jax.devices())
