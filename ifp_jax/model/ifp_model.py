@@ -97,6 +97,10 @@ class IFPConfig:
     unknown = sorted(set(d) - names)
     if unknown:
       raise ValueError(f"{source}: unknown IFPConfig fields {unknown}")
+    # Fields every version wrote: a dict without them is damaged, not old (no silent default k).
+    missing = [n for n in ("llm", "k", "mask_kind") if n not in d]
+    if missing:
+      raise ValueError(f"{source}: IFPConfig fields {missing} are missing")
     kw = dict(d)
     kw["llm"] = LlamaConfig.from_dict(d["llm"], f"{source}: llm")
     if kw.get("predictor") is not None:
