@@ -39,7 +39,8 @@ def trained_run(tmp_path_factory):
 
 
 # Fixtures whose set-up trains a model, loads the real SmolLM2 weights into transformers, or
-# compiles sharded train steps (`reports`: three 8-device layouts): every test that uses one is slow (`make test-fast` skips it).
+# compiles sharded train steps (`reports`: three 8-device layouts): every test that uses one is
+# slow (`make test-fast` skips it).
 SLOW_FIXTURES = frozenset({"trained_run", "hf_model", "smollm2", "reports"})
 
 

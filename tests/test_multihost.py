@@ -69,6 +69,17 @@ class _Hosts:
     parts = [next(it) for it in self.iterators]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
+  def take_window(self):
+    """Both hosts' stream statistics (hosts read disjoint documents, so counts add up)."""
+    w = [it.take_window() for it in self.iterators]
+    rows = sum(x["data_doc_rows"] for x in w)
+    top = max(x["data_max_doc_share"] * x["data_doc_rows"] for x in w)
+    return {
+      "data_docs": sum(x["data_docs"] for x in w),
+      "data_max_doc_share": top / rows if rows else 0.0,
+      "data_doc_rows": rows,
+    }
+
   def get_state(self):
     return {"hosts": [it.get_state() for it in self.iterators]}
 
