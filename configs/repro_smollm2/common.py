@@ -25,7 +25,7 @@ def frozen_base_config(train_jsonl: str):
   c.train.seq_len = 256
   c.train.log_every = 5
   c.train.checkpoint_every = 1000
-  c.train.eval_batches = 0
+  c.train.eval_rows = 0
   c.data.num_chunks = 2
   c.data.cpt.sources = {
     "domains": source_config("text", [train_jsonl], text_field="text", eval_fraction=0.0)

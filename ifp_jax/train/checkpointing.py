@@ -87,6 +87,13 @@ class Checkpointer:
     CheckpointError naming the step and the cause."""
     if step in self.manager.all_steps():
       return False
+    if self._pending is not None:
+      # Orbax's save waits for the previous one and re-raises its failure: wait here, so a
+      # failure is reported under the step that failed, not the one being started.
+      try:
+        self.manager.wait_until_finished()
+      except Exception as e:  # noqa: BLE001 - turned into one actionable line
+        raise self._save_error(self._pending, e) from e
     self.check()
     self._pending = step
     try:
