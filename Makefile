@@ -3,6 +3,8 @@ VENV ?= .venv
 PY = $(VENV)/bin/python
 WORKDIR ?= runs/tiny
 PYTEST_ARGS ?=
+# Two workers (the machine has 2 cores); a file's tests stay on one worker (module fixtures).
+XDIST ?= -n 2 --dist loadfile
 
 .PHONY: setup train test test-fast lint
 setup:
@@ -12,11 +14,11 @@ train: setup
 	$(PY) -m launch.train --config=configs/tiny.py --workdir=$(WORKDIR)
 
 test: setup
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests $(XDIST) $(PYTEST_ARGS)
 
 # Work-in-progress loop: everything that neither trains a model nor spawns processes.
 test-fast: setup
-	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest tests -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff format --check .

@@ -1,8 +1,18 @@
 """Test setup: 8 fake CPU devices and exact f32 matmuls, set before JAX initialises."""
 
 import os
+import pathlib
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# A persistent XLA compilation cache shared by this process and every job the tests launch
+# (the same tiny train step is compiled by dozens of subprocesses). Keyed by JAX on the program,
+# the backend, the devices and the flags, so a hit is the same executable; '' turns it off.
+_CACHE = os.environ.get(
+  "IFP_JAX_TEST_COMPILE_CACHE", str(pathlib.Path(__file__).resolve().parents[1] / ".cache" / "jax")
+)
+if _CACHE:
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
