@@ -104,6 +104,16 @@ def test_convert_rejects_bad_source(tmp_path):
   assert res.returncode != 0 and "config.json not found" in res.stderr
 
 
+@pytest.mark.parametrize("value", ["nan", "-1", "inf"])
+def test_generate_refuses_a_bad_temperature_before_loading(tmp_path, value):
+  """Issue 17 case 12: --temperature=nan printed NUL bytes; now one line and exit 1."""
+  res = run(
+    "launch.generate", f"--model=hf:{tmp_path / 'x'}", "--prompt=hi", f"--temperature={value}"
+  )
+  assert res.returncode == 1 and res.stdout == ""
+  assert f"--temperature={float(value)} must be a finite number >= 0" in res.stderr
+
+
 def test_generate_prints_transformers_greedy_text(tiny_dir):
   prompt = "Hello, world"
   res = run("launch.generate", f"--model={tiny_dir}", f"--prompt={prompt}", "--max_new_tokens=10")

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -20,6 +21,7 @@ import pytest
 import train_utils as tu
 
 from ifp_jax.data.pipeline import source_config
+from ifp_jax.infer.run_loader import load_run
 from ifp_jax.train import checkpointing, run_files
 from ifp_jax.train.resume_check import ConfigMismatchError, check_resume, differences
 from ifp_jax.train.trainer import DivergenceError, Trainer
@@ -158,7 +160,7 @@ def _finite(state) -> bool:
 
 
 @pytest.mark.slow
-def test_divergence_keeps_good_checkpoints_and_the_rerun_resumes(data_dir, tmp_path):
+def test_divergence_keeps_good_checkpoints_and_the_rerun_resumes(data_dir, tmp_path, caplog):
   """Case 1: lr 1e38 after two good steps. Step 3's state is finite (params ~1e38) but step 4,
   which runs on it, is NaN: neither is kept as a checkpoint, nothing good is rotated out, the
   bad states are aside, and the rerun resumes from step 2."""
@@ -210,6 +212,19 @@ def test_divergence_keeps_good_checkpoints_and_the_rerun_resumes(data_dir, tmp_p
   data_files = [p for p in (workdir / "checkpoints" / "6" / "state").rglob("*") if p.is_file()]
   big = max(data_files, key=lambda p: p.stat().st_size)
   big.write_bytes(big.read_bytes()[: big.stat().st_size // 2])
+  # Eval and generate (load_run) read only the params, which this truncation may spare: on a
+  # copy whose step 6 has every data file truncated, they fall back to step 5 with a warning
+  # naming step 6, and move nothing (readers never do).
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  for f in (copy / "checkpoints" / "6" / "state").rglob("*"):
+    if f.is_file() and f.parent.name == "d":
+      f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+  with caplog.at_level(logging.WARNING):
+    assert load_run(copy).step == 5
+  warned = [r.getMessage() for r in caplog.records if "falling back to step 5" in r.getMessage()]
+  assert warned and "step 6" in warned[0], [r.getMessage() for r in caplog.records]
+  assert tu.committed_steps(copy / "checkpoints") == [4, 5, 6]
   trainer = _trainer(fixed, workdir)
   state, _, _ = trainer.init_or_restore()
   assert int(state.step) == 5

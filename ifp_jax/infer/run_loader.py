@@ -61,7 +61,7 @@ def load_run(
   compute dtype (e.g. 'float32' for exact comparisons with PyTorch).
   """
   ckpt = checkpoint_dir(workdir)
-  manager = Checkpointer(ckpt, async_save=False)
+  manager = Checkpointer(ckpt, async_save=False, writable=False)
   try:
     available = manager.manager.all_steps()
     if step is not None and step not in available:
