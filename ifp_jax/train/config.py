@@ -83,6 +83,12 @@ def default_config() -> ml_collections.ConfigDict:
   # Resume refuses config changes that alter the model or the state's meaning; list intended
   # ones here, comma-separated fields or prefixes (e.g. "cpt.steps,sft").
   t.allow_config_change = ""
+  # Initial masks from calibration statistics (train/warm_start.py; fresh runs only): '' = the
+  # paper's random init; 'calibration' = the pretrained LLM's mean GRIFFIN scores over the first
+  # warm_start_rows rows of the training stream, z-scored per layer and times warm_start_scale.
+  t.warm_start = ""
+  t.warm_start_rows = 64
+  t.warm_start_scale = 1.0
 
   for stage in ("cpt", "sft"):
     s = c[stage] = ml_collections.ConfigDict()

@@ -25,7 +25,7 @@ from ifp_jax.data.tokenization import Tokenizer, load_tokenizer
 from ifp_jax.model.config import LlamaConfig
 from ifp_jax.model.ifp_model import IFPConfig
 from ifp_jax.model.predictor import backbone_from_llm
-from ifp_jax.train import distributed, heldout, optim, run_files, sharding, validate
+from ifp_jax.train import distributed, heldout, optim, run_files, sharding, validate, warm_start
 from ifp_jax.train.checkpointing import Checkpointer
 from ifp_jax.train.config import build_ifp_config, default_config, llama_from_fields
 from ifp_jax.train.metrics import MetricsLogger, plot_loss_curves
@@ -194,10 +194,46 @@ class Trainer:
         log.info("resumed from step %d (%s)", meta["step"], self.ckpt.directory)
         self._unconfirmed = int(meta["step"])
         return state, shardings, data_state
+      pretrained = self.pretrained
+      if self.config.train.get("warm_start", ""):
+        pretrained = self._warm_start(pretrained)
       state, shardings = init_state(
-        self.ifp, self.tx, self.mesh, jax.random.key(self.config.seed), self.pretrained
+        self.ifp, self.tx, self.mesh, jax.random.key(self.config.seed), pretrained
       )
       return state, shardings, None
+
+  def _warm_start(self, pretrained: dict) -> dict:
+    """The masks' initial logits from calibration statistics (train/warm_start.py)."""
+    t0, t = time.perf_counter(), self.config.train
+    stage = next(s for s in self.stages if s.steps > 0)
+    # Process 0's slice on every host: every host computes the same initial parameters.
+    it = build_iterator(
+      self.config.data,
+      self.tokenizer,
+      kind=stage.name,
+      seq_len=t.seq_len,
+      batch_size=self.host_batch,
+      process_index=0,
+      process_count=1,
+      seed=self.config.seed,
+    )
+    overrides, stats = warm_start.calibration_warm_start(
+      self.ifp,
+      self.ifp.llm.replace(remat="none"),
+      pretrained["llm"],
+      it,
+      n_rows=int(t.warm_start_rows),
+      scale=float(t.warm_start_scale),
+      head_hidden=self.ifp.head.hidden,
+    )
+    log.info(
+      "warm start: calibration scores over %d %s rows (%d tokens) in %.1fs",
+      stats["rows"],
+      stage.name,
+      stats["tokens"],
+      time.perf_counter() - t0,
+    )
+    return warm_start.merge(pretrained, overrides)
 
   def _check_resume(self, meta: dict) -> None:
     check_resume(

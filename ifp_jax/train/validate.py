@@ -222,6 +222,24 @@ def check_values(config, ifp: IFPConfig) -> list[Problem]:
     if key in t:
       v = float(t[key])
       need(f"train.{key}", t[key], math.isfinite(v) and v >= 0, "a finite number >= 0 (0 = off)")
+  warm = t.get("warm_start", "")
+  if warm:
+    need("train.warm_start", warm, warm == "calibration", "'' or 'calibration'")
+    need(
+      "model.init_from",
+      config.model.init_from,
+      bool(config.model.init_from),
+      "set: train.warm_start scores units with the pretrained LLM",
+    )
+    need(
+      "model.mask_kind",
+      ifp.mask_kind,
+      ifp.mask_kind != "none",
+      "one with masks for train.warm_start",
+    )
+    need("train.warm_start_rows", t.warm_start_rows, int(t.warm_start_rows) >= 1, ">= 1")
+    v = float(t.warm_start_scale)
+    need("train.warm_start_scale", v, math.isfinite(v) and v > 0, "a finite number > 0")
   if int(t.seq_len) > ifp.llm.max_position_embeddings:
     problems.append(
       Problem(
