@@ -23,6 +23,7 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
     "--stages=training_free,regime_a",
     "--train_steps=2",
     "--n_train=4",
+    "--trained=static,ifp_warm",
     f"--workdir={work}",
     f"--out={out}",
   ]
@@ -30,7 +31,7 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
   subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=1800)
   record = json.loads((out / "results.json").read_text())
   want = {"full", "random", "calib_static", "griffin", "griffin_dense_prefill"}
-  want |= {"a_static", "a_ifp_input", "a_ifp_task"}
+  want |= {"a_static", "a_ifp_warm_input", "a_ifp_warm_task"}
   for d in ("code", "math"):
     row = record["summary"][d]
     assert set(row["ppl"]) == want
