@@ -3,8 +3,8 @@ VENV ?= .venv
 PY = $(VENV)/bin/python
 WORKDIR ?= runs/tiny
 PYTEST_ARGS ?=
-# Two workers (the machine has 2 cores); a file's tests stay on one worker (module fixtures).
-XDIST ?= -n 2 --dist loadfile
+# Two workers (the machine has 2 cores); groups of tests per worker: see tests/conftest.py.
+XDIST ?= -n 2 --dist loadgroup
 
 .PHONY: setup train test test-fast lint
 setup:

@@ -54,7 +54,32 @@ def trained_run(tmp_path_factory):
 SLOW_FIXTURES = frozenset({"trained_run", "hf_model", "smollm2", "reports"})
 
 
+# Scheduling under pytest-xdist (`--dist loadgroup`, the Makefile's default): a file's tests share
+# module fixtures, so they run on one worker, except the files below, whose tests are
+# independent minutes-long runs and spread over the workers one by one. Groups start in
+# collection order, so the longest go first and no worker is left alone with one at the end.
+SPLIT_FILES = frozenset({"test_benchmarks_smoke.py", "test_architectures.py"})
+LONGEST_FIRST = (
+  "test_benchmarks_smoke.py",
+  "test_architectures.py",
+  "test_multihost.py",
+  "test_repro_smollm2.py",
+  "test_train_tiny.py",
+  "test_export.py",
+  "test_train_faults.py",
+  "test_compile_check.py",
+  "test_train_resume.py",
+  "test_train_guards.py",
+  "test_configs.py",
+  "test_train_mesh.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):
   for item in items:
     if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
       item.add_marker(pytest.mark.slow)
+    name = item.path.name
+    item.add_marker(pytest.mark.xdist_group(item.nodeid if name in SPLIT_FILES else name))
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda it: rank.get(it.path.name, len(rank)))  # stable: file order kept

@@ -114,6 +114,13 @@ def test_generate_refuses_a_bad_temperature_before_loading(tmp_path, value):
   assert f"--temperature={float(value)} must be a finite number >= 0" in res.stderr
 
 
+def test_train_refuses_a_negative_max_steps(tmp_path):
+  """Issue 17 case 12: a negative --max_steps was a no-op; now a usage error, nothing written."""
+  res = run("launch.train", f"--workdir={tmp_path / 'run'}", "--max_steps=-1")
+  assert res.returncode == 1 and "--max_steps=-1 must be >= 0" in res.stderr
+  assert not (tmp_path / "run").exists()
+
+
 def test_generate_prints_transformers_greedy_text(tiny_dir):
   prompt = "Hello, world"
   res = run("launch.generate", f"--model={tiny_dir}", f"--prompt={prompt}", "--max_new_tokens=10")
