@@ -16,6 +16,10 @@ device, all resident in one process and measured alternately (round r runs every
                clipping; weights are OUR initial params exported through hf_io, so the masks come
                from the same predictor scores (the first-step losses are printed side by side);
   torch_dense  the same LlamaForCausalLM without predictor and hooks.
+  jax_ifp_frozen      jax_ifp with train.freeze='llm' (regime (a) of repro_smollm2): the LLM's
+               gradient is not computed (stop_gradient in the step);
+  jax_ifp_frozen_opt  the same freeze done by the optimizer only (gradient computed, then
+               zeroed: what train.freeze did before); same losses, it measures the saving.
 Batches use the CPT layout of the data pipeline (packing.route_cpt_row, num_chunks from the
 config: the predictor reads chunk 1, whose mask serves the whole row). Compile / first-step
 time is reported separately. Ratios are medians of per-round ratios. MFU = model FLOPs
@@ -78,7 +82,7 @@ flags.DEFINE_integer(
 flags.DEFINE_list(
   "variants",
   ["jax_ifp", "jax_dense", "torch_ifp", "torch_dense"],
-  "Subset of jax_ifp, jax_dense, torch_ifp, torch_dense.",
+  "Subset of jax_ifp, jax_dense, torch_ifp, torch_dense, jax_ifp_frozen, jax_ifp_frozen_opt.",
 )
 flags.DEFINE_integer(
   "matmul_n", 2048, "Size of the N^3 matmul (compute dtype) that measures the peak."
@@ -98,7 +102,15 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("json", None, "Also write the figures as JSON (keys: benchmarks/README.md).")
 
-VARIANTS = ("jax_ifp", "jax_dense", "torch_ifp", "torch_dense")
+VARIANTS = (
+  "jax_ifp",
+  "jax_dense",
+  "torch_ifp",
+  "torch_dense",
+  "jax_ifp_frozen",
+  "jax_ifp_frozen_opt",
+)
+FROZEN = {"jax_ifp_frozen": ("llm", True), "jax_ifp_frozen_opt": ("llm", False)}
 
 
 # --------------------------------------------------------------------------- setup
@@ -125,7 +137,9 @@ def cpt_batch(vocab: int, batch: int, seq: int, num_chunks: int, seed: int = 0) 
 class JaxVariant:
   """Our state + the jitted, donating train step of the trainer, on a 1-device mesh."""
 
-  def __init__(self, ifp: IFPConfig, config, pretrained, batch: dict):
+  def __init__(self, ifp: IFPConfig, config, pretrained, batch: dict, frozen=None):
+    """`frozen`: (group, stop_gradient) - train.freeze=group, with the gradient skipped (True)
+    or computed and zeroed by the optimizer (False)."""
     self.mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
     cpt = config.cpt  # constant CPT learning rates (the values do not change the speed)
     self.lr_fns = {
@@ -140,7 +154,9 @@ class JaxVariant:
       weight_decay=t.weight_decay,
       grad_clip=t.grad_clip,
       b2=t.adam_b2,
+      frozen=[frozen[0]] if frozen else [],
     )
+    skip = (frozen[0],) if frozen and frozen[1] else ()
     if pretrained and not ifp.uses_predictor:
       pretrained = {k: v for k, v in pretrained.items() if k != "predictor"}
     with self.scope():
@@ -148,7 +164,12 @@ class JaxVariant:
         ifp, self.tx, self.mesh, jax.random.key(config.seed), pretrained
       )
       self.step_fn, _ = compile_steps(
-        StepConfig(ifp, seed=config.seed), self.tx, self.lr_fns, shardings, self.mesh, BATCH_NDIMS
+        StepConfig(ifp, seed=config.seed, frozen=skip),
+        self.tx,
+        self.lr_fns,
+        shardings,
+        self.mesh,
+        BATCH_NDIMS,
       )
     self.batch = {
       k: jax.device_put(v, sharding.batch_sharding(self.mesh, v.ndim)) for k, v in batch.items()
@@ -443,9 +464,9 @@ def main(argv):
   params_np = {}
   for name in variants:  # jax first: the torch peers copy the jax initial params
     t0 = time.perf_counter()
-    cfg = ifp if name.endswith("ifp") else dense
+    cfg = ifp if "_ifp" in name else dense
     if name.startswith("jax"):
-      runners[name] = JaxVariant(cfg, config, pretrained, batch)
+      runners[name] = JaxVariant(cfg, config, pretrained, batch, FROZEN.get(name))
       params_np[name] = runners[name].model_params_numpy()
     else:
       src = params_np.get("jax_" + name.split("_")[1])
@@ -479,7 +500,8 @@ def main(argv):
       flush=True,
     )
   peak_max = max(peak.values())
-  flops = {v: model_flops(ifp if v.endswith("ifp") else dense, batch) for v in variants}
+  # (frozen variants: the full-training FLOPs, so their MFU column overstates)
+  flops = {v: model_flops(ifp if "_ifp" in v else dense, batch) for v in variants}
 
   def ratio(a, b):
     if a not in times or b not in times:
@@ -505,6 +527,11 @@ def main(argv):
       "IFP overhead, ours (dense / IFP speed - 1)",
       None if ratio("jax_dense", "jax_ifp") is None else ratio("jax_dense", "jax_ifp") - 1,
       "<= 0.15",
+    ),
+    (
+      "frozen LLM: gradient skipped / computed and zeroed (speed)",
+      ratio("jax_ifp_frozen", "jax_ifp_frozen_opt"),
+      "> 1",
     ),
     (
       "IFP overhead, torch",
@@ -575,6 +602,7 @@ def main(argv):
     ratios={
       "ours_over_torch_ifp": ratio("jax_ifp", "torch_ifp"),
       "ours_over_torch_dense": ratio("jax_dense", "torch_dense"),
+      "frozen_skip_over_zeroed": ratio("jax_ifp_frozen", "jax_ifp_frozen_opt"),
       "ifp_overhead_ours": rows[2][1],
       "ifp_overhead_torch": rows[3][1],
     },

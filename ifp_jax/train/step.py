@@ -41,6 +41,9 @@ class StepConfig:
   ifp: IFPConfig
   target_warmup_steps: int = 0  # HardConcrete target ramps 0 -> 1 - k/d_ff over these steps
   seed: int = 0
+  # Model components (train.freeze) whose gradient is not computed: stop_gradient lets XLA drop
+  # their weight-gradient matmuls (the optimizer's set_to_zero alone still paid for them).
+  frozen: tuple[str, ...] = ()
 
 
 def _as_batch(batch: Batch | Mapping[str, Array]) -> Batch:
@@ -70,8 +73,14 @@ def train_step(
   target = masking.target_sparsity(state.step, ifp.target_sparsity, cfg.target_warmup_steps)
 
   def loss_fn(params):
+    model_params = {  # groups as optim.param_labels: 'llm', else 'predictor' (static too)
+      name: jax.lax.stop_gradient(sub)
+      if ("llm" if name == "llm" else "predictor") in cfg.frozen
+      else sub
+      for name, sub in params["model"].items()
+    }
     out = model.apply(
-      {"params": params["model"]}, batch.model_inputs(), deterministic=False, rngs={"mask": rng}
+      {"params": model_params}, batch.model_inputs(), deterministic=False, rngs={"mask": rng}
     )
     ce, tokens = weighted_cross_entropy(out.logits, batch.targets, batch.loss_weights)
     aux = {"ce": ce, "tokens": tokens}
@@ -96,7 +105,7 @@ def train_step(
     aux,
     loss=loss,
     grad_norm=optax.global_norm(grads["model"]),
-    grad_norm_llm=_group_norm(grads, "llm"),
+    grad_norm_llm=_group_norm(grads, "llm"),  # 0 when frozen (not computed)
     lambda1=state.params["lagrange"]["lambda1"],
     lambda2=state.params["lagrange"]["lambda2"],
     **{f"lr_{name}": fn(state.step) for name, fn in lr_fns.items()},

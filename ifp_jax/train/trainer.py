@@ -172,7 +172,10 @@ class Trainer:
       frozen=frozen,
     )
     self.step_cfg = StepConfig(
-      ifp, target_warmup_steps=int(t.target_warmup_frac * self.total_steps), seed=config.seed
+      ifp,
+      target_warmup_steps=int(t.target_warmup_frac * self.total_steps),
+      seed=config.seed,
+      frozen=tuple(frozen),
     )
     self.ckpt = Checkpointer(
       self.workdir / "checkpoints",
