@@ -85,6 +85,7 @@ def hf_logits(folder: pathlib.Path, ids: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("arch,tied,rope_scaling", CASES)
+@pytest.mark.slow  # > 10 s on 2 cores (measured): make test only, not test-fast
 def test_import_and_export_match_transformers(tmp_path, arch, tied, rope_scaling):
   import jax.numpy as jnp
 

@@ -21,6 +21,7 @@ def _qkv(b=2, t=12, s=12, n=6, kv=2, hd=8, seed=0):
   return q, k, v
 
 
+@pytest.mark.slow  # > 10 s on 2 cores (measured): make test only, not test-fast
 def test_impls_agree_with_padding_segments_and_cache_offset():
   q, k, v = _qkv()
   valid = jnp.asarray(np.arange(12)[None] >= np.array([[0], [3]]))  # row 1 left-padded by 3
@@ -41,6 +42,7 @@ def test_impls_agree_with_padding_segments_and_cache_offset():
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.slow  # > 10 s on 2 cores (measured): make test only, not test-fast
 def test_segments_confine_attention(impl):
   """A packed row == its segments attended one by one (positions are the caller's concern)."""
   q, k, v = _qkv(b=1)
@@ -56,6 +58,7 @@ def test_segments_confine_attention(impl):
     attention.make_mask(jnp.arange(12), jnp.ones((1, 12), bool), seg, None)
 
 
+@pytest.mark.slow  # > 10 s on 2 cores (measured): make test only, not test-fast
 def test_decoder_impls_agree_prefill_and_cached_decode():
   cfg = LlamaConfig(vocab_size=64, hidden_size=32, num_attention_heads=4, num_key_value_heads=2)
   init = jax.jit(Decoder(cfg).init)

@@ -28,6 +28,7 @@ def _docs(n=3, length=24, seed=0):
   return [domains.Doc("x", str(i), tuple(rng.integers(0, 64, length).tolist())) for i in range(n)]
 
 
+@pytest.mark.slow  # > 10 s on 2 cores (measured): make test only, not test-fast
 def test_continuation_nll_matches_direct_logits():
   params = nn.unbox(Decoder(LLM).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
   docs, p = _docs(), 10

@@ -113,6 +113,7 @@ def test_all_rows_done_exits_early_with_pads(tiny):
   assert (np.asarray(out.tokens)[:, 1:] == -1).all()
 
 
+@pytest.mark.slow  # > 10 s on 2 cores (measured): make test only, not test-fast
 def test_gathered_model_generates_like_hard_masked_model(tiny):
   _, cfg, params = tiny
   k = 24
@@ -132,6 +133,7 @@ def test_gathered_model_generates_like_hard_masked_model(tiny):
   assert (np.asarray(full.tokens) != np.asarray(masked.tokens)).any()
 
 
+@pytest.mark.slow  # > 10 s on 2 cores (measured): make test only, not test-fast
 def test_sampling_is_reproducible_and_topk1_is_greedy(tiny):
   _, cfg, params = tiny
   ids, attn = pad_prompts(PROMPTS)

@@ -79,6 +79,7 @@ def test_import_matches_transformers(tmp_path, kv_heads, tied, rope_scaling):
 
 
 @pytest.mark.parametrize("kv_heads,tied,rope_scaling", CASES)
+@pytest.mark.slow  # > 10 s on 2 cores (measured): make test only, not test-fast
 def test_export_loads_in_transformers(tmp_path, kv_heads, tied, rope_scaling):
   cfg = LlamaConfig(
     vocab_size=101,

@@ -33,6 +33,7 @@ def ids(b=2, t=12, seed=0):
   return jax.random.randint(jax.random.key(seed), (b, t), 0, LLM.vocab_size)
 
 
+@pytest.mark.slow  # > 10 s on 2 cores (measured): make test only, not test-fast
 def test_masked_equals_gathered():
   params, x, k = dec_params(), ids(1), 16
   scores = jax.random.normal(jax.random.key(1), (LLM.num_hidden_layers, LLM.intermediate_size))
@@ -82,6 +83,7 @@ def test_per_token_mask_routing():
   assert np.abs(np.asarray(mixed[:, 5:] - ref0[:, 5:])).max() > 1e-4
 
 
+@pytest.mark.slow  # > 10 s on 2 cores (measured): make test only, not test-fast
 def test_kv_cache_decode_equals_full_forward_with_left_padding():
   params = dec_params()
   x = ids(2, 9)
@@ -132,6 +134,7 @@ def test_config_errors_are_named():
     LLM.replace(num_key_value_heads=3)
 
 
+@pytest.mark.slow  # > 10 s on 2 cores (measured): make test only, not test-fast
 def test_predictor_reads_last_non_pad_token():
   pred = SparsityPredictor(PRED, PredictorHeadConfig(hidden=16, out_init_std=1.0), 3, 48)
   p = jnp.array([[5, 6, 7, 0, 0], [5, 6, 7, 8, 9]])
@@ -155,6 +158,7 @@ def test_backbone_from_llm_equals_first_layers():
 
 
 @pytest.mark.parametrize("kind", ["soft_topk", "hard_concrete", "static", "none"])
+@pytest.mark.slow  # > 10 s on 2 cores (measured): make test only, not test-fast
 def test_ifp_model_mask_kinds(kind):
   cfg = IFPConfig(
     llm=LLM,
@@ -193,6 +197,7 @@ def test_ifp_model_mask_kinds(kind):
   np.testing.assert_allclose(evals.logits[:1], dense_k, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # > 10 s on 2 cores (measured): make test only, not test-fast
 def test_soft_topk_model_gradients_reach_predictor_and_llm():
   cfg = IFPConfig(
     llm=LLM, predictor=PRED, head=PredictorHeadConfig(hidden=16, out_init_std=1.0), k=16, eps=0.5

@@ -74,6 +74,7 @@ def prompt_ids(ours, texts) -> dict[str, list[int]]:
   return {name: ours[2].encode(text).ids for name, text in texts.items()}
 
 
+@pytest.mark.slow  # > 10 s on 2 cores (measured): make test only, not test-fast
 def test_tokenizer_and_chat_prompt_match_transformers(texts, prompt_ids, hf_tokenizer):
   for name, text in texts.items():
     assert prompt_ids[name] == hf_tokenizer(text)["input_ids"], name

@@ -191,6 +191,12 @@ class Checkpointer:
       dst.parent.mkdir(parents=True, exist_ok=True)
       shutil.move(str(src), str(dst))
       log.warning("moved %s checkpoint step %d to %s", why, step, dst)
+    if self._writable and jax.process_count() > 1:
+      # Every process calls this (both callers act on global values): none may reload the
+      # step list before process 0 has moved the step.
+      from jax.experimental import multihost_utils
+
+      multihost_utils.sync_global_devices(f"ifp_jax set_aside {step}")
     self.manager.reload()
     return dst
 
