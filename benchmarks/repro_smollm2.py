@@ -53,7 +53,8 @@ flags.DEFINE_integer("train_steps", 0, "regime_a CPT steps (0 = configs/repro_sm
 flags.DEFINE_list(
   "trained",
   ["static", "ifp", "static_warm", "ifp_warm"],
-  "regime_a runs (configs/repro_smollm2/<name>.py): static, ifp, static_warm, ifp_warm.",
+  "regime_a runs (configs/repro_smollm2/<name>.py): static, ifp, static_warm, ifp_warm, "
+  "ifp_warm_lr10.",
 )
 flags.DEFINE_integer("n_train", 64, "regime_a training documents per domain (calib split).")
 flags.DEFINE_list("domains", ["code", "chat", "math", "shakespeare"], "Domains to evaluate.")
@@ -78,18 +79,26 @@ VARIANTS = (
   "a_static",
   "a_ifp_input",
   "a_ifp_task",
+  "a_ifp_bias",
   "a_static_warm",
   "a_ifp_warm_input",
   "a_ifp_warm_task",
+  "a_ifp_warm_bias",
+  "a_ifp_warm_lr10_input",
+  "a_ifp_warm_lr10_task",
+  "a_ifp_warm_lr10_bias",
 )
 TRAINING_FREE = VARIANTS[:5]
 # configs/repro_smollm2/<name>.py -> the variants scored from its run
 TRAINED = {
   "static": ("a_static",),
-  "ifp": ("a_ifp_input", "a_ifp_task"),
+  "ifp": ("a_ifp_input", "a_ifp_task", "a_ifp_bias"),
   "static_warm": ("a_static_warm",),
-  "ifp_warm": ("a_ifp_warm_input", "a_ifp_warm_task"),
+  "ifp_warm": ("a_ifp_warm_input", "a_ifp_warm_task", "a_ifp_warm_bias"),
+  "ifp_warm_lr10": ("a_ifp_warm_lr10_input", "a_ifp_warm_lr10_task", "a_ifp_warm_lr10_bias"),
 }
+# *_bias: the trained predictor's head bias alone (top k per layer), one mask for every input:
+# what is left of an IFP run without its input-dependent part.
 
 
 def apply_presets() -> None:
@@ -243,6 +252,7 @@ def regime_a(cfg, params, tokenizer, held: dict, record: dict) -> dict:
   import numpy as np
 
   from ifp_jax.evals import domains
+  from ifp_jax.infer import griffin
   from ifp_jax.infer import instruction_masks as im
   from ifp_jax.infer.run_loader import load_run
 
@@ -262,14 +272,23 @@ def regime_a(cfg, params, tokenizer, held: dict, record: dict) -> dict:
     variants = TRAINED[name]
     run = load_run(train_run(name, jsonl, record["timings"]), dtype=cfg.dtype)
     p_len = im.max_prompt_len(run.meta)
+    L, F = cfg.num_hidden_layers, cfg.intermediate_size
+    overlap = {}
     for d, docs in held.items():
       for v in variants:
         t0 = time.perf_counter()
-        if v.endswith("_task"):
+        if v.endswith("_bias"):
+          bias = np.asarray(run.params["predictor"]["head_out"]["bias"]).reshape(L, F)
+          bias_units = griffin.top_units(bias, FLAGS.k)
+          masks = griffin.units_to_mask(bias_units, F)[None].repeat(len(docs), 0)
+        elif v.endswith("_task"):
           texts = [domains.DOMAIN_TASKS[d]] * len(docs)
         else:  # the prompt as text (what the predictor reads), the static mask ignores it
           texts = [tokenizer.decode(list(x.ids[: FLAGS.prompt_len])) for x in docs]
-        masks, _ = im.predict_masks(run.ifp, run.params, run.tokenizer, texts, p_len)
+        if not v.endswith("_bias"):
+          masks, _ = im.predict_masks(run.ifp, run.params, run.tokenizer, texts, p_len)
+          if v.endswith("_input"):
+            overlap[d] = _mask_overlap(np.asarray(masks), run, FLAGS.k)
         nll = domains.continuation_nll(
           cfg,
           run.params["llm"],
@@ -282,7 +301,26 @@ def regime_a(cfg, params, tokenizer, held: dict, record: dict) -> dict:
         record["timings"][f"{d}_{v}_s"] = time.perf_counter() - t0
         print(f"[{d}] {v}: ppl {math.exp(nll.mean()):.2f}", flush=True)
     info[name] = {"workdir": str(run.workdir), "step": run.step}
+    if overlap:
+      info[name]["mask_overlap"] = overlap
   return {"nll": res, "runs": info}
+
+
+def _mask_overlap(masks, run, k: int) -> dict:
+  """Per-input masks [N, L, F] of a predictor run: the fraction of kept units two documents
+  share, and that each shares with the head-bias-only mask (1.0 = no input dependence)."""
+  import numpy as np
+
+  n, L, F = masks.shape
+  bias = np.asarray(run.params["predictor"]["head_out"]["bias"]).reshape(L, F)
+  top = np.zeros((L, F), bool)
+  np.put_along_axis(top, np.argsort(-bias, -1)[:, :k], True, -1)
+  on = masks > 0.5
+  pairs = [(on[i] & on[j]).sum(-1).mean() / k for i in range(n) for j in range(i + 1, n)]
+  return {
+    "doc_vs_doc": float(np.mean(pairs)) if pairs else None,
+    "vs_bias_only": float((on & top[None]).sum(-1).mean() / k),
+  }
 
 
 def summarise(nll: dict) -> dict:
@@ -318,6 +356,10 @@ def summarise(nll: dict) -> dict:
       ("a_ifp_warm_input", "griffin"),
       ("a_ifp_warm_input", "calib_static"),
       ("a_static_warm", "calib_static"),
+      ("a_ifp_warm_input", "a_ifp_warm_bias"),
+      ("a_ifp_warm_bias", "a_static_warm"),
+      ("a_ifp_warm_lr10_input", "a_ifp_warm_input"),
+      ("a_ifp_warm_lr10_input", "griffin"),
     ]
     for a, b in pairs:
       if a in per and b in per:
@@ -404,6 +446,23 @@ def write_page(record: dict, out: pathlib.Path) -> None:
     lines.append(
       f"| {d} | {fmt(o['griffin_vs_calib_static'])} | {fmt(o['griffin_between_docs'])} |"
     )
+  runs = record.get("regime_a", {}).get("runs", {})
+  with_overlap = {
+    n: r["mask_overlap"] for n, r in runs.items() if isinstance(r, dict) and "mask_overlap" in r
+  }
+  if with_overlap:
+    lines += [
+      "",
+      "Trained predictors' per-input masks: fraction of kept units two documents of a domain",
+      "share, and that they share with the head-bias-only mask (1.00 = the predictor ignores",
+      "its input):",
+      "",
+      "| run | domain | doc vs doc | vs bias-only |",
+      "|---|---|---|---|",
+    ]
+    for n, per in with_overlap.items():
+      for d, o in per.items():
+        lines.append(f"| {n} | {d} | {fmt(o['doc_vs_doc'])} | {fmt(o['vs_bias_only'])} |")
   lines += ["", "## Verdict per domain (computed from the numbers above)", ""]
   for d, r in table.items():
     p = r["paired"].get("griffin-calib_static")

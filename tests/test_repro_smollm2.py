@@ -31,7 +31,7 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
   subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=1800)
   record = json.loads((out / "results.json").read_text())
   want = {"full", "random", "calib_static", "griffin", "griffin_dense_prefill"}
-  want |= {"a_static", "a_ifp_warm_input", "a_ifp_warm_task"}
+  want |= {"a_static", "a_ifp_warm_input", "a_ifp_warm_task", "a_ifp_warm_bias"}
   for d in ("code", "math"):
     row = record["summary"][d]
     assert set(row["ppl"]) == want
@@ -39,5 +39,7 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
     # A random third of the units is far worse than the full model on real weights.
     assert row["nll"]["random"] > row["nll"]["full"] + 0.5
     assert "griffin-calib_static" in row["paired"]
+  overlap = record["regime_a"]["runs"]["ifp_warm"]["mask_overlap"]["code"]
+  assert 0 < overlap["doc_vs_doc"] <= 1 and 0 < overlap["vs_bias_only"] <= 1
   assert (out / "results.md").read_text().count("| code |") >= 3
   assert (out / "domains.png").stat().st_size > 1000
