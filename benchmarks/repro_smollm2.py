@@ -311,10 +311,11 @@ def _mask_overlap(masks, run, k: int) -> dict:
   share, and that each shares with the head-bias-only mask (1.0 = no input dependence)."""
   import numpy as np
 
+  from ifp_jax.infer import griffin
+
   n, L, F = masks.shape
   bias = np.asarray(run.params["predictor"]["head_out"]["bias"]).reshape(L, F)
-  top = np.zeros((L, F), bool)
-  np.put_along_axis(top, np.argsort(-bias, -1)[:, :k], True, -1)
+  top = griffin.units_to_mask(griffin.top_units(bias, k), F) > 0.5
   on = masks > 0.5
   pairs = [(on[i] & on[j]).sum(-1).mean() / k for i in range(n) for j in range(i + 1, n)]
   return {

@@ -34,3 +34,11 @@ def frozen_base_config(train_jsonl: str):
   c.cpt.warmup_steps = 4
   c.sft.steps = 0
   return c
+
+
+def with_warm_start(c):
+  """The run `c` with its masks starting as the calibration-static mask of the training
+  documents' first 64 rows (train/warm_start.py)."""
+  c.train.warm_start = "calibration"
+  c.train.warm_start_rows = 64
+  return c

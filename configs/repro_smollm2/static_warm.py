@@ -1,11 +1,8 @@
-"""Regime (a), static with a calibration warm start (train/warm_start.py): as static.py, but the
-initial masks are the calibration-static mask of the training documents' first 64 rows."""
+"""Regime (a), static with a calibration warm start (common.with_warm_start)."""
 
+from configs.repro_smollm2.common import with_warm_start
 from configs.repro_smollm2.static import get_config as base_config
 
 
 def get_config(train_jsonl: str = ""):
-  c = base_config(train_jsonl)
-  c.train.warm_start = "calibration"
-  c.train.warm_start_rows = 64
-  return c
+  return with_warm_start(base_config(train_jsonl))

@@ -30,6 +30,11 @@ def stage_schedule(stages: Sequence[tuple[int, float, int]]) -> optax.Schedule:
   return optax.join_schedules(scheds, bounds[:-1]) if len(scheds) > 1 else scheds[0]
 
 
+def component_group(component: str) -> str:
+  """Optimizer group of a top-level model component: 'llm', else 'predictor' (static too)."""
+  return "llm" if component == "llm" else "predictor"
+
+
 def param_labels(params: Any, frozen: Sequence[str] = ()) -> Any:
   """Group label for every leaf: its top-level model component, or 'lagrange'/'frozen'."""
 
@@ -37,7 +42,7 @@ def param_labels(params: Any, frozen: Sequence[str] = ()) -> Any:
     keys = [getattr(p, "key", None) for p in path]
     if keys[0] == "lagrange":
       return "lagrange"
-    group = "llm" if keys[1] == "llm" else "predictor"
+    group = component_group(keys[1])
     return "frozen" if group in frozen else group
 
   return jax.tree_util.tree_map_with_path(label, params)

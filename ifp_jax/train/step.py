@@ -13,6 +13,7 @@ import optax
 from ifp_jax.data.batch import Batch
 from ifp_jax.model import masking
 from ifp_jax.model.ifp_model import IFPConfig, IFPModel
+from ifp_jax.train import optim
 from ifp_jax.train.losses import weighted_cross_entropy
 
 Array = jax.Array
@@ -73,10 +74,8 @@ def train_step(
   target = masking.target_sparsity(state.step, ifp.target_sparsity, cfg.target_warmup_steps)
 
   def loss_fn(params):
-    model_params = {  # groups as optim.param_labels: 'llm', else 'predictor' (static too)
-      name: jax.lax.stop_gradient(sub)
-      if ("llm" if name == "llm" else "predictor") in cfg.frozen
-      else sub
+    model_params = {
+      name: jax.lax.stop_gradient(sub) if optim.component_group(name) in cfg.frozen else sub
       for name, sub in params["model"].items()
     }
     out = model.apply(

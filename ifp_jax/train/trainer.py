@@ -209,25 +209,13 @@ class Trainer:
     """The masks' initial logits from calibration statistics (train/warm_start.py)."""
     t0, t = time.perf_counter(), self.config.train
     stage = next(s for s in self.stages if s.steps > 0)
-    # Process 0's slice on every host: every host computes the same initial parameters.
-    it = build_iterator(
-      self.config.data,
-      self.tokenizer,
-      kind=stage.name,
-      seq_len=t.seq_len,
-      batch_size=self.host_batch,
-      process_index=0,
-      process_count=1,
-      seed=self.config.seed,
-    )
+    # The whole stream (one host's slicing) on every host: all compute the same parameters.
     overrides, stats = warm_start.calibration_warm_start(
       self.ifp,
-      self.ifp.llm.replace(remat="none"),
       pretrained["llm"],
-      it,
+      self._iterator(stage, host=(0, 1)),
       n_rows=int(t.warm_start_rows),
       scale=float(t.warm_start_scale),
-      head_hidden=self.ifp.head.hidden,
     )
     log.info(
       "warm start: calibration scores over %d %s rows (%d tokens) in %.1fs",
@@ -247,15 +235,17 @@ class Trainer:
       defaults=json.loads(default_config().to_json_best_effort()),
     )
 
-  def _iterator(self, stage: Stage, split: str | None = None, num_epochs=None):
+  def _iterator(self, stage: Stage, split: str | None = None, num_epochs=None, *, host=None):
+    """This host's slice of a stage's stream; `host=(index, count)` reads another slicing."""
+    index, count = host or (jax.process_index(), jax.process_count())
     return build_iterator(
       self.config.data,
       self.tokenizer,
       kind=stage.name,
       seq_len=self.config.train.seq_len,
       batch_size=self.host_batch,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
+      process_index=index,
+      process_count=count,
       seed=self.config.seed,
       split=split,
       num_epochs=num_epochs,

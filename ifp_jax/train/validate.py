@@ -30,6 +30,7 @@ import jax
 
 from ifp_jax.model.config import LlamaConfig
 from ifp_jax.model.ifp_model import IFPConfig
+from ifp_jax.train import warm_start
 from ifp_jax.train.sharding import MESH_AXES, resolve_mesh_shape
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,9 @@ def check_values(config, ifp: IFPConfig) -> list[Problem]:
       need(f"train.{key}", t[key], math.isfinite(v) and v >= 0, "a finite number >= 0 (0 = off)")
   warm = t.get("warm_start", "")
   if warm:
-    need("train.warm_start", warm, warm == "calibration", "'' or 'calibration'")
+    need(
+      "train.warm_start", warm, warm in warm_start.WARM_STARTS, f"one of {warm_start.WARM_STARTS}"
+    )
     need(
       "model.init_from",
       config.model.init_from,

@@ -19,7 +19,6 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from ifp_jax.model.config import LlamaConfig
 from ifp_jax.model.ifp_model import IFPConfig
 
 WARM_STARTS = ("", "calibration")
@@ -56,11 +55,11 @@ def warm_start_params(
   `train/state.init_state`): {'static_log_alpha': [L, F]} or
   {'predictor': {'head_out': {'bias': [L*F], 'kernel': zeros}}}."""
   L, F = ifp.llm.num_hidden_layers, ifp.llm.intermediate_size
+  if not ifp.has_masks:
+    raise ValueError("train.warm_start: mask_kind='none' has no masks to warm-start")
   if np.shape(scores) != (L, F):
     raise ValueError(f"calibration scores of shape {np.shape(scores)}; the LLM has [L, F]={L, F}")
   z = scale * zscore(scores)
-  if not ifp.has_masks:
-    raise ValueError("train.warm_start: mask_kind='none' has no masks to warm-start")
   if not ifp.uses_predictor:
     return {"static_log_alpha": ifp.hc_init_log_alpha + z}
   return {
@@ -75,22 +74,20 @@ def warm_start_params(
 
 def calibration_warm_start(
   ifp: IFPConfig,
-  llm_cfg: LlamaConfig,
   llm_params: Any,
   batches: Iterable[Mapping[str, np.ndarray]],
   *,
   n_rows: int,
   scale: float,
-  head_hidden: int,
   batch_size: int = 8,
 ) -> tuple[dict[str, Any], dict[str, float]]:
   """(parameter overrides, stats) from the LLM's GRIFFIN scores over the stream's first rows."""
   from ifp_jax.infer import griffin
 
   rows = calibration_rows(batches, n_rows)
-  scores = griffin.calibration_scores(llm_cfg, llm_params, rows, batch_size=batch_size)
+  scores = griffin.calibration_scores(ifp.llm, llm_params, rows, batch_size=batch_size)
   overrides = warm_start_params(
-    ifp, scores, scale, (head_hidden, ifp.llm.num_hidden_layers * ifp.llm.intermediate_size)
+    ifp, scores, scale, (ifp.head.hidden, ifp.llm.num_hidden_layers * ifp.llm.intermediate_size)
   )
   stats = {"rows": len(rows), "tokens": int(sum(len(r) for r in rows))}
   return overrides, stats
