@@ -15,6 +15,11 @@ after the first --prompt_len) while the pruned model reads the whole document:
                      --prompt_len tokens), each layer keeps its top k (ifp_jax/infer/griffin.py).
   griffin_dense_prefill  GRIFFIN as its authors deploy it: the full-width model prefills the
                      prompt (KV cache), only the continuation runs pruned.
+  calib_domain       per-task oracle: calib_static from the document's own domain's calibration
+                     documents (knows the domain label; is there anything per-task to gain?);
+  griffin_oracle     per-document oracle: GRIFFIN's rule on the scored continuation itself (the
+                     whole document as context); not deployable, the headroom of per-input
+                     selection under this rule.
 Masks are hard 0/1, so each variant computes exactly what its gathered width-k model computes.
 In every variant but griffin_dense_prefill the pruned model also reads the prompt: the same
 deployment shape for all (one width-k model per prompt, as PrunedRunner runs it).
@@ -46,6 +51,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 FLAGS = flags.FLAGS
+TRAINED_NAMES = (
+  "static",
+  "ifp",
+  "static_warm",
+  "ifp_warm",
+  "ifp_warm_lr10",
+  "ifp_distill_untrained",
+  "ifp_distill",
+)
 flags.DEFINE_string("out", "benchmarks/results/repro_smollm2", "Folder for the results page.")
 flags.DEFINE_list("stages", ["training_free"], "Stages to run: training_free, regime_a.")
 flags.DEFINE_string("workdir", "runs/repro_smollm2", "Training runs of the trained stages.")
@@ -53,8 +67,10 @@ flags.DEFINE_integer("train_steps", 0, "regime_a CPT steps (0 = configs/repro_sm
 flags.DEFINE_list(
   "trained",
   ["static", "ifp", "static_warm", "ifp_warm"],
-  "regime_a runs (configs/repro_smollm2/<name>.py): static, ifp, static_warm, ifp_warm, "
-  "ifp_warm_lr10.",
+  "regime_a runs (configs/repro_smollm2/<name>.py): " + ", ".join(TRAINED_NAMES) + ".",
+)
+flags.DEFINE_integer(
+  "distill_rows", 0, "Rows of ifp_distill*'s GRIFFIN distillation (0 = the config's default)."
 )
 flags.DEFINE_integer("n_train", 64, "regime_a training documents per domain (calib split).")
 flags.DEFINE_list("domains", ["code", "chat", "math", "shakespeare"], "Domains to evaluate.")
@@ -76,6 +92,8 @@ VARIANTS = (
   "calib_static",
   "griffin",
   "griffin_dense_prefill",
+  "calib_domain",
+  "griffin_oracle",
   "a_static",
   "a_ifp_input",
   "a_ifp_task",
@@ -87,8 +105,27 @@ VARIANTS = (
   "a_ifp_warm_lr10_input",
   "a_ifp_warm_lr10_task",
   "a_ifp_warm_lr10_bias",
+  "a_ifp_distill_untrained_input",
+  "a_ifp_distill_untrained_task",
+  "a_ifp_distill_untrained_bias",
+  "a_ifp_distill_input",
+  "a_ifp_distill_task",
+  "a_ifp_distill_bias",
 )
-TRAINING_FREE = VARIANTS[:5]
+TRAINING_FREE = VARIANTS[:7]
+# The plot's bars (all variants are in the tables).
+PLOTTED = (
+  "full",
+  "calib_static",
+  "griffin",
+  "calib_domain",
+  "griffin_oracle",
+  "a_static_warm",
+  "a_ifp_warm_input",
+  "a_ifp_distill_untrained_input",
+  "a_ifp_distill_input",
+  "a_ifp_distill_task",
+)
 # configs/repro_smollm2/<name>.py -> the variants scored from its run
 TRAINED = {
   "static": ("a_static",),
@@ -96,6 +133,12 @@ TRAINED = {
   "static_warm": ("a_static_warm",),
   "ifp_warm": ("a_ifp_warm_input", "a_ifp_warm_task", "a_ifp_warm_bias"),
   "ifp_warm_lr10": ("a_ifp_warm_lr10_input", "a_ifp_warm_lr10_task", "a_ifp_warm_lr10_bias"),
+  "ifp_distill_untrained": (
+    "a_ifp_distill_untrained_input",
+    "a_ifp_distill_untrained_task",
+    "a_ifp_distill_untrained_bias",
+  ),
+  "ifp_distill": ("a_ifp_distill_input", "a_ifp_distill_task", "a_ifp_distill_bias"),
 }
 # *_bias: the trained predictor's head bias alone (top k per layer), one mask for every input:
 # what is left of an IFP run without its input-dependent part.
@@ -106,6 +149,7 @@ def apply_presets() -> None:
     raise app.UsageError("--quick and --scale exclude each other")
   if FLAGS.quick:
     FLAGS.n_docs, FLAGS.n_calib, FLAGS.prompt_len, FLAGS.cont_len = 3, 2, 32, 32
+    FLAGS.distill_rows = FLAGS.distill_rows or 10
   if FLAGS.scale:
     FLAGS.n_docs, FLAGS.n_calib, FLAGS.prompt_len, FLAGS.cont_len = 128, 32, 256, 768
     FLAGS.batch_size = 16
@@ -135,15 +179,18 @@ def training_free(cfg, params, tokenizer, out: dict) -> dict:
   L, F, k = cfg.num_hidden_layers, cfg.intermediate_size, FLAGS.k
   length = FLAGS.prompt_len + FLAGS.cont_len
   t0 = time.perf_counter()
-  held, calib, notes = {}, [], []
+  held, calib_by_domain, notes = {}, {}, []
   for d in FLAGS.domains:
     try:
       held[d] = domains.load_docs(tokenizer, d, "heldout", FLAGS.n_docs, length, FLAGS.seed)
-      calib += domains.load_docs(tokenizer, d, "calib", FLAGS.n_calib, length, FLAGS.seed)
+      calib_by_domain[d] = domains.load_docs(
+        tokenizer, d, "calib", FLAGS.n_calib, length, FLAGS.seed
+      )
     except domains.DomainUnavailable as e:
       notes.append(str(e))
       logging.warning("%s", e)
   held = {d: v for d, v in held.items() if v}
+  calib = [c for d in held for c in calib_by_domain.get(d, [])]
   if not held:
     raise RuntimeError(f"no domain has documents: {notes}")
   out["timings"]["load_docs_s"] = time.perf_counter() - t0
@@ -155,6 +202,12 @@ def training_free(cfg, params, tokenizer, out: dict) -> dict:
       cfg, params, [list(c.ids) for c in calib], k, batch_size=FLAGS.batch_size
     ),
   }
+  domain_units = {  # the per-task oracle: one calibration mask per domain
+    d: griffin.calibration_units(
+      cfg, params, [list(c.ids) for c in calib_by_domain[d]], k, batch_size=FLAGS.batch_size
+    )
+    for d in held
+  }
   out["timings"]["calibration_s"] = time.perf_counter() - t0
   res: dict = {}
   griffin_units = {}
@@ -165,14 +218,27 @@ def training_free(cfg, params, tokenizer, out: dict) -> dict:
       cfg, params, [list(x.ids[: FLAGS.prompt_len]) for x in docs], k, batch_size=FLAGS.batch_size
     )
     out["timings"][f"griffin_select_{d}_s"] = time.perf_counter() - t0
+    per_doc = {
+      "griffin": griffin_units[d],
+      "griffin_dense_prefill": griffin_units[d],
+      "calib_domain": domain_units[d][None].repeat(len(docs), 0),
+      "griffin_oracle": griffin.top_units(
+        griffin.griffin_scores(
+          cfg,
+          params,
+          [list(x.ids) for x in docs],
+          count_from=[FLAGS.prompt_len] * len(docs),
+          batch_size=FLAGS.batch_size,
+        ),
+        k,
+      ),
+    }
     for v in TRAINING_FREE:
       t0 = time.perf_counter()
       if v == "full":
         masks = None
-      elif v.startswith("griffin"):
-        masks = griffin.units_to_mask(griffin_units[d], F)
       else:
-        masks = griffin.units_to_mask(units[v], F)
+        masks = griffin.units_to_mask(per_doc[v] if v in per_doc else units[v], F)
       score = (
         domains.continuation_nll_full_prefill
         if v == "griffin_dense_prefill"
@@ -209,6 +275,10 @@ def training_free(cfg, params, tokenizer, out: dict) -> dict:
     "nll": res,
     "docs": {d: [x.key for x in docs] for d, docs in held.items()},
     "calib_docs": [c.key for c in calib],
+    "calib_domain_vs_calib_static_overlap": {
+      d: float(np.mean([len(set(a) & set(b)) / k for a, b in zip(u, cs)]))
+      for d, u in domain_units.items()
+    },
     "notes": notes,
     "overlap": overlap,
     "random_vs_calib_overlap": float(
@@ -233,8 +303,10 @@ def train_run(name: str, jsonl: pathlib.Path, timings: dict) -> pathlib.Path:
     f"--config=configs/repro_smollm2/{name}.py:{jsonl}",
     f"--workdir={run_dir}",
   ]
-  if FLAGS.train_steps:
+  if FLAGS.train_steps and not name.endswith("_untrained"):  # that one stays at 1 frozen step
     cmd.append(f"--config.cpt.steps={FLAGS.train_steps}")
+  if FLAGS.distill_rows and name.startswith("ifp_distill"):
+    cmd.append(f"--config.train.warm_start_rows={FLAGS.distill_rows}")
   if FLAGS.scale:
     cmd += ["--config.model.dtype=bfloat16", "--config.train.batch_size=32"]
   t0 = time.perf_counter()
@@ -301,6 +373,9 @@ def regime_a(cfg, params, tokenizer, held: dict, record: dict) -> dict:
         record["timings"][f"{d}_{v}_s"] = time.perf_counter() - t0
         print(f"[{d}] {v}: ppl {math.exp(nll.mean()):.2f}", flush=True)
     info[name] = {"workdir": str(run.workdir), "step": run.step}
+    warm = pathlib.Path(run.workdir) / "warm_start.json"
+    if warm.is_file():  # what the warm start measured (e.g. the distillation's held-out fit)
+      info[name]["warm_start"] = json.loads(warm.read_text())
     if overlap:
       info[name]["mask_overlap"] = overlap
   return {"nll": res, "runs": info}
@@ -361,12 +436,42 @@ def summarise(nll: dict) -> dict:
       ("a_ifp_warm_bias", "a_static_warm"),
       ("a_ifp_warm_lr10_input", "a_ifp_warm_input"),
       ("a_ifp_warm_lr10_input", "griffin"),
+      ("calib_domain", "calib_static"),
+      ("griffin_oracle", "griffin"),
+      ("a_ifp_distill_untrained_input", "griffin"),
+      ("a_ifp_distill_untrained_input", "a_ifp_distill_untrained_bias"),
+      ("a_ifp_distill_input", "a_static_warm"),
+      ("a_ifp_distill_input", "a_ifp_warm_input"),
+      ("a_ifp_distill_input", "griffin"),
+      ("a_ifp_distill_input", "calib_domain"),
+      ("a_ifp_distill_input", "a_ifp_distill_task"),
+      ("a_ifp_distill_input", "a_ifp_distill_bias"),
     ]
     for a, b in pairs:
       if a in per and b in per:
         row["paired"][f"{a}-{b}"] = paired(per[a], per[b])
     table[d] = row
   return table
+
+
+VERDICT_PAIRS = (
+  ("calib_domain", "calib_static"),
+  ("griffin_oracle", "griffin"),
+  ("a_ifp_distill_untrained_input", "griffin"),
+  ("a_ifp_distill_input", "a_ifp_distill_bias"),
+  ("a_ifp_distill_input", "a_ifp_distill_task"),
+  ("a_ifp_distill_input", "a_static_warm"),
+  ("a_ifp_distill_input", "griffin"),
+)
+
+
+def verdict_of(a: str, b: str, p: dict | None) -> str:
+  """'A better than B (beyond 2 s.e., -0.12 nats)' from a paired difference, '' without one."""
+  if p is None:
+    return ""
+  win, lose = (a, b) if p["mean"] < 0 else (b, a)
+  sig = "beyond" if abs(p["mean"]) > 2 * p["se"] else "within"
+  return f"{win} better than {lose} ({sig} 2 s.e., {abs(p['mean']):.3f} nats)"
 
 
 def fmt(x, nd=2) -> str:
@@ -393,6 +498,12 @@ def write_page(record: dict, out: pathlib.Path) -> None:
     "  mask beats calibration-static.",
     "- H4 (regime a): starting the masks from calibration statistics (warm) beats the paper's",
     "  random head init at the same steps; a cold start at this budget stays near random.",
+    "- H5 (added after the first regime (a) record, whose warm IFP masks ignored the input):",
+    "  per-input selection has headroom here (calib_domain beats calib_static, griffin_oracle",
+    "  beats griffin); a head distilled from GRIFFIN (ifp_distill) gives masks that differ",
+    "  between documents before and after training, and after training its per-input masks beat",
+    "  its own input-independent ones (bias-only, per-task) and the trained static mask",
+    "  (static_warm), beyond 2 s.e.",
     "",
     "## Held-out perplexity per domain (training-free and, when run, regime a)",
     "",
@@ -477,6 +588,32 @@ def write_page(record: dict, out: pathlib.Path) -> None:
       f"random -> full gap; full ppl {fmt(r['ppl']['full'])} vs GRIFFIN "
       f"{fmt(r['ppl']['griffin'])}."
     )
+  lines += [
+    "",
+    "Per-input selection (H5), per domain: who is better, and whether beyond 2 s.e.:",
+    "",
+  ]
+  for d, r in table.items():
+    said = [verdict_of(a, b, r["paired"].get(f"{a}-{b}")) for a, b in VERDICT_PAIRS]
+    if any(said):
+      lines.append(f"- {d}: " + "; ".join(x for x in said if x) + ".")
+  warm = {n: r["warm_start"] for n, r in runs.items() if isinstance(r, dict) and "warm_start" in r}
+  distilled = {n: w for n, w in warm.items() if w.get("kind") == "griffin"}
+  if distilled:
+    lines += [
+      "",
+      "GRIFFIN distillation (train.warm_start='griffin'): top-k overlap of the fitted head's",
+      "selection with GRIFFIN's on the held-out fifth of the distillation inputs, against the",
+      "best single mask (the fitted bias alone):",
+      "",
+      "| run | inputs | ridge | held-out overlap | bias-only overlap | in-sample overlap |",
+      "|---|---|---|---|---|---|",
+    ]
+    for n, w in distilled.items():
+      lines.append(
+        f"| {n} | {w['inputs']:.0f} | {w['ridge']:g} | {fmt(w['heldout_overlap'])} | "
+        f"{fmt(w['heldout_overlap_bias_only'])} | {fmt(w['train_overlap'])} |"
+      )
   if tf["notes"]:
     lines += ["", "Left out: " + "; ".join(tf["notes"])]
   lines += [
@@ -491,7 +628,7 @@ def write_page(record: dict, out: pathlib.Path) -> None:
     "|---|---|",
   ]
   lines += [f"| {k} | {v:.1f} |" for k, v in record["timings"].items()]
-  lines += ["", "![per-domain perplexity](domains.png)", ""]
+  lines += ["", "![per-domain perplexity](domains.png)", "", "![mask overlap](overlap.png)", ""]
   (out / "results.md").write_text("\n".join(lines))
 
 
@@ -504,17 +641,37 @@ def plot(record: dict, out: pathlib.Path) -> None:
 
   table = record["summary"]
   doms = list(table)
-  variants = [v for v in VARIANTS if all(v in r["ppl"] for r in table.values())]
-  fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(doms), 3.6))
+  variants = [v for v in PLOTTED if all(v in r["ppl"] for r in table.values())]
+  fig, ax = plt.subplots(figsize=(4.0 + 2.2 * len(doms), 4.0))
   w = 0.8 / len(variants)
   for i, v in enumerate(variants):
     ax.bar(np.arange(len(doms)) + i * w, [table[d]["ppl"][v] for d in doms], w, label=v, log=True)
   ax.set_xticks(np.arange(len(doms)) + 0.4 - w / 2, doms)
   ax.set_ylabel("held-out perplexity (log scale)")
   ax.set_title(f"SmolLM2-135M-Instruct, k = {record['config']['k']} of 1536 FFN units")
-  ax.legend(fontsize=8)
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
   fig.tight_layout()
   fig.savefig(out / "domains.png", dpi=120)
+  plt.close(fig)
+  # Mask overlap between two documents of a domain: 1.0 = one mask for every input.
+  series = {
+    "griffin": {d: o["griffin_between_docs"] for d, o in record["training_free"]["overlap"].items()}
+  }
+  for name, run in record.get("regime_a", {}).get("runs", {}).items():
+    if isinstance(run, dict) and "mask_overlap" in run:
+      series[name] = {d: o["doc_vs_doc"] for d, o in run["mask_overlap"].items()}
+  fig, ax = plt.subplots(figsize=(4.0 + 1.6 * len(doms), 3.4))
+  w = 0.8 / len(series)
+  for i, (name, per) in enumerate(series.items()):
+    ax.bar(np.arange(len(doms)) + i * w, [per.get(d) or 0.0 for d in doms], w, label=name)
+  ax.axhline(record["config"]["k"] / 1536, color="gray", ls=":", label="chance (k/F)")
+  ax.set_xticks(np.arange(len(doms)) + 0.4 - w / 2, doms)
+  ax.set_ylim(0, 1.05)
+  ax.set_ylabel("kept units shared, doc vs doc")
+  ax.set_title("Do the masks depend on the input? (1.0 = no)")
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+  fig.tight_layout()
+  fig.savefig(out / "overlap.png", dpi=120)
   plt.close(fig)
 
 
@@ -563,10 +720,7 @@ def main(argv):
     record["regime_a"] = regime_a(cfg, params, tokenizer, held, record)
     for d, per in record["regime_a"]["nll"].items():
       record["training_free"]["nll"][d].update(per)
-    record["not_run"] = (
-      "Regime (b) (joint CPT + SFT) and a GRIFFIN distillation warm start of the predictor: "
-      "not implemented in this round."
-    )
+    record["not_run"] = "Regime (b) (joint CPT + SFT): not implemented in this round."
   record["summary"] = summarise(record["training_free"]["nll"])
   record["timings"]["total_s"] = time.perf_counter() - start
   record["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

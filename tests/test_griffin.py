@@ -68,15 +68,23 @@ def test_griffin_selection_equals_numpy_rule(tmp_path):
       lambda mod, inp, out, i=i: captured.__setitem__(i, inp[0].detach().numpy())
     )
   ids, valid = griffin.pad_rows(rows, pad_id=0)
+  count_from = [2, 7, 0]  # score only the tail (the whole row is still the context)
+  got_tail = griffin.griffin_scores(LLM, params, rows, batch_size=2, count_from=count_from)
   want_scores = np.zeros_like(got_scores, np.float64)
+  want_tail = np.zeros_like(got_scores, np.float64)
   for b, r in enumerate(rows):  # one row at a time: no padding reaches transformers
     with torch.no_grad():
       model(torch.tensor([r]))
+    x = [captured[i] for i in range(LLM.num_hidden_layers)]
     v = np.ones((1, len(r)))
-    want_scores[b] = _numpy_griffin([captured[i] for i in range(LLM.num_hidden_layers)], params, v)[
-      0
-    ]
+    want_scores[b] = _numpy_griffin(x, params, v)[0]
+    v[0, : count_from[b]] = 0
+    want_tail[b] = _numpy_griffin(x, params, v)[0]
   np.testing.assert_allclose(got_scores, want_scores, rtol=2e-4, atol=1e-5)
+  np.testing.assert_allclose(got_tail, want_tail, rtol=2e-4, atol=1e-5)
+  assert not np.allclose(got_tail[0], got_scores[0], rtol=1e-3)
+  with pytest.raises(ValueError, match="count_from"):
+    griffin.griffin_scores(LLM, params, rows, count_from=[0, 13, 0])  # row 1 has 13 tokens
   want = np.sort(np.argsort(-want_scores, axis=-1, kind="stable")[..., :k], axis=-1)
   assert (got == want).mean() > 0.99  # near-ties may swap under f32 vs f64
   assert got.shape == (len(rows), LLM.num_hidden_layers, k)

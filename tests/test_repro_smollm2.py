@@ -23,7 +23,7 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
     "--stages=training_free,regime_a",
     "--train_steps=2",
     "--n_train=4",
-    "--trained=static,ifp_warm",
+    "--trained=static,ifp_distill",
     f"--workdir={work}",
     f"--out={out}",
   ]
@@ -31,7 +31,8 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
   subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=1800)
   record = json.loads((out / "results.json").read_text())
   want = {"full", "random", "calib_static", "griffin", "griffin_dense_prefill"}
-  want |= {"a_static", "a_ifp_warm_input", "a_ifp_warm_task", "a_ifp_warm_bias"}
+  want |= {"calib_domain", "griffin_oracle"}
+  want |= {"a_static", "a_ifp_distill_input", "a_ifp_distill_task", "a_ifp_distill_bias"}
   for d in ("code", "math"):
     row = record["summary"][d]
     assert set(row["ppl"]) == want
@@ -39,7 +40,14 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
     # A random third of the units is far worse than the full model on real weights.
     assert row["nll"]["random"] > row["nll"]["full"] + 0.5
     assert "griffin-calib_static" in row["paired"]
-  overlap = record["regime_a"]["runs"]["ifp_warm"]["mask_overlap"]["code"]
+  run = record["regime_a"]["runs"]["ifp_distill"]
+  overlap = run["mask_overlap"]["code"]
   assert 0 < overlap["doc_vs_doc"] <= 1 and 0 < overlap["vs_bias_only"] <= 1
-  assert (out / "results.md").read_text().count("| code |") >= 3
-  assert (out / "domains.png").stat().st_size > 1000
+  # The distillation read --distill_rows (the quick preset's 10) and measured its held-out fit.
+  assert run["warm_start"]["kind"] == "griffin" and run["warm_start"]["inputs"] == 10
+  assert 0 < run["warm_start"]["heldout_overlap"] <= 1
+  page = (out / "results.md").read_text()
+  assert page.count("| code |") >= 3 and "| ifp_distill | 10 |" in page
+  assert "a_ifp_distill_input better than" in page or "better than a_ifp_distill_input" in page
+  for png in ("domains.png", "overlap.png"):
+    assert (out / png).stat().st_size > 1000

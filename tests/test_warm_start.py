@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -85,4 +87,121 @@ def test_warm_start_needs_a_pretrained_llm(tmp_path_factory):
     tu.shared_data_dir(tmp_path_factory), mesh=(1, 1, 1), train__warm_start="calibration"
   )
   with pytest.raises(ConfigValidationError, match="model.init_from"):
+    Trainer(config, tmp_path_factory.mktemp("warm"), devices=jax.devices()[:1])
+
+
+def test_distill_examples_pair_each_predictor_input_with_the_tokens_its_mask_serves():
+  ids = np.arange(16).reshape(2, 8)
+  weights = np.array([[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1, 0, 0]], np.float32)
+  batch = {
+    "input_ids": ids,
+    "loss_weights": weights,
+    "predictor_ids": np.stack([ids[:, :4] + 1])[0][:, None],  # [B, C=1, P=4]
+    "predictor_lengths": np.array([[4], [3]]),
+    "mask_index": np.zeros((2, 8), np.int32),
+  }
+  got = warm_start.distill_examples(iter([batch]), 5)
+  assert got == [
+    {"prompt": [1, 2, 3, 4], "row": list(range(8)), "count_from": 4},
+    {"prompt": [9, 10, 11], "row": list(range(8, 14)), "count_from": 4},
+  ]
+  assert len(warm_start.distill_examples(iter([batch]), 1)) == 1
+
+
+def test_fit_head_out_recovers_an_input_dependent_selection():
+  """Targets that are a linear function of the activations: the fitted head selects what they
+  select on held-out inputs, far better than the best single mask (the bias alone)."""
+  rng = np.random.default_rng(0)
+  n, hdim, L, F, k = 120, 8, 2, 40, 10
+  h = rng.normal(size=(n, hdim))
+  w = rng.normal(size=(hdim, L * F))
+  y = h @ w + 0.3 * rng.normal(size=(1, L * F))
+  kernel, bias, stats = warm_start.fit_head_out(h, y, k, L)
+  assert kernel.shape == (hdim, L * F) and bias.shape == (L * F,)
+  assert stats["heldout_overlap"] > 0.95 > 0.6 > stats["heldout_overlap_bias_only"]
+  assert stats["ridge"] <= 0.1 and stats["heldout_inputs"] == n // 5
+  pred = (h @ kernel + bias).reshape(n, L, F)
+  assert warm_start.topk_overlap(pred, y.reshape(n, L, F), k) > 0.95
+  # Targets that ignore the input: the kernel has nothing to add, the bias is the mean.
+  const = np.broadcast_to(y[:1], y.shape)
+  kernel, bias, stats = warm_start.fit_head_out(h, const, k, L)
+  np.testing.assert_allclose(bias, y[0], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(kernel, 0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_griffin_warm_start_makes_the_predictor_reproduce_the_fitted_scores(
+  tmp_path, tmp_path_factory
+):
+  """A fresh soft_topk run with train.warm_start='griffin': the model's own predictor scores
+  equal the distilled head's prediction computed here from the stream (so the warm start reads
+  the prompt exactly as the predictor does), the masks differ between inputs, and it trains."""
+  from ifp_jax.model.ifp_model import IFPModel
+
+  hf_dir = tiny_model(tmp_path / "hf", "llama", True, None)
+  config = tu.small_config(
+    tu.shared_data_dir(tmp_path_factory),
+    mesh=(1, 1, 1),
+    model__init_from=f"hf:{hf_dir}",
+    model__predictor_init_layers=1,
+    model__mask_kind="soft_topk",
+    model__k=32,
+    cpt__steps=2,
+    sft__steps=0,
+    train__batch_size=4,
+    train__warm_start="griffin",
+    train__warm_start_rows=12,
+  )
+  trainer = Trainer(config, tmp_path / "run", devices=jax.devices()[:1])
+  state, _, _ = trainer.init_or_restore()
+  stats = json.loads((tmp_path / "run" / "warm_start.json").read_text())
+  assert stats["kind"] == "griffin" and stats["inputs"] == 12
+  assert 0 < stats["heldout_overlap_bias_only"] <= 1 and 0 < stats["heldout_overlap"] <= 1
+  batch = next(iter(trainer._iterator(trainer.stages[0])))
+  overrides, _ = warm_start.griffin_warm_start(
+    trainer.ifp,
+    trainer.pretrained["llm"],
+    trainer.pretrained["predictor"]["backbone"],
+    trainer._iterator(trainer.stages[0], host=(0, 1)),
+    n_rows=12,
+    scale=1.0,
+    seed=int(config.seed),
+  )
+  head = overrides["predictor"]
+  model = jax.device_get(state.params)["model"]
+  for layer in ("head_in", "head_out"):
+    for name in ("kernel", "bias"):
+      np.testing.assert_allclose(model["predictor"][layer][name], head[layer][name], atol=1e-6)
+  scores = IFPModel(trainer.ifp).apply(
+    {"params": model},
+    batch["predictor_ids"],
+    batch["predictor_lengths"],
+    method=IFPModel.scores,
+  )
+  from ifp_jax.model import predictor
+
+  feat = predictor.backbone_features(
+    trainer.ifp.predictor,
+    model["predictor"]["backbone"],
+    batch["predictor_ids"][:, 0],
+    batch["predictor_lengths"][:, 0],
+  )
+  h = jax.nn.gelu(feat @ head["head_in"]["kernel"] + head["head_in"]["bias"])
+  want = (h @ head["head_out"]["kernel"] + head["head_out"]["bias"]).reshape(scores[:, 0].shape)
+  np.testing.assert_allclose(np.asarray(scores[:, 0]), np.asarray(want), rtol=1e-4, atol=1e-4)
+  units = griffin.top_units(np.asarray(scores[:, 0]), 32)
+  assert not np.array_equal(units[0], units[1])  # input-dependent from step 0
+  summary = Trainer(config, tmp_path / "run", devices=jax.devices()[:1]).run()
+  assert summary["stages"]["cpt"]["last_step"] == 2
+
+
+def test_griffin_warm_start_needs_a_predictor(tmp_path, tmp_path_factory):
+  config = tu.small_config(
+    tu.shared_data_dir(tmp_path_factory),
+    mesh=(1, 1, 1),
+    model__init_from=f"hf:{tiny_model(tmp_path / 'hf', 'llama', True, None)}",
+    model__mask_kind="static",
+    train__warm_start="griffin",
+  )
+  with pytest.raises(ConfigValidationError, match="a predictor kind"):
     Trainer(config, tmp_path_factory.mktemp("warm"), devices=jax.devices()[:1])

@@ -31,7 +31,7 @@ _PAD_MULTIPLE = 16  # rows are right-padded to a multiple of this to limit recom
 def _scores_fn(cfg_key: str):
   cfg = LlamaConfig(**json.loads(cfg_key)).replace(remat="none")
 
-  def fn(params, ids, valid):
+  def fn(params, ids, valid, counted):
     _, state = Decoder(cfg).apply(
       {"params": params},
       ids,
@@ -42,7 +42,7 @@ def _scores_fn(cfg_key: str):
     (z,) = state["intermediates"]["layers"]["mlp"]["ffn_act"]  # [L, B, T, F] (scan axis first)
     z = z.astype(jnp.float32)
     z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
-    z = z * valid[None, :, :, None]
+    z = z * counted[None, :, :, None]
     return jnp.sqrt(jnp.sum(z * z, axis=2)).transpose(1, 0, 2)  # [B, L, F]
 
   return jax.jit(fn)
@@ -68,13 +68,28 @@ def griffin_scores(
   *,
   pad_id: int = 0,
   batch_size: int = 8,
+  count_from: Sequence[int] | None = None,
 ) -> np.ndarray:
-  """GRIFFIN unit scores [B, L, F] (f32) of each prompt's token ids under the full model."""
+  """GRIFFIN unit scores [B, L, F] (f32) of each prompt's token ids under the full model.
+
+  `count_from[b]`: only row b's tokens from that position on are scored (the model still reads
+  the whole row as context), e.g. the chunk a mask will serve after the chunk that chose it.
+  """
+  if count_from is not None and len(count_from) != len(rows):
+    raise ValueError(f"count_from has {len(count_from)} entries for {len(rows)} rows")
+  if count_from is not None and any(not 0 <= c < len(r) for c, r in zip(count_from, rows)):
+    raise ValueError("count_from: every row needs a scored token (0 <= count_from[b] < len)")
   fn = _scores_fn(json.dumps(cfg.to_dict(), sort_keys=True))
   out = []
   for lo in range(0, len(rows), batch_size):
     ids, valid = pad_rows(rows[lo : lo + batch_size], pad_id)
-    out.append(np.asarray(fn(llm_params, jnp.asarray(ids), jnp.asarray(valid))))
+    counted = valid.copy()
+    if count_from is not None:
+      for i, c in enumerate(count_from[lo : lo + batch_size]):
+        counted[i, :c] = False
+    out.append(
+      np.asarray(fn(llm_params, jnp.asarray(ids), jnp.asarray(valid), jnp.asarray(counted)))
+    )
   return np.concatenate(out)
 
 

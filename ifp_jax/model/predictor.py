@@ -42,8 +42,7 @@ class SparsityPredictor(nn.Module):
         f"predictor head activation {self.head.activation!r}; expected one of {sorted(ACTIVATIONS)}"
       )
     hidden = Decoder(self.backbone, name="backbone")(ids, compute_logits=False).hidden
-    last = jnp.clip(lengths.astype(jnp.int32) - 1, 0, ids.shape[1] - 1)
-    feat = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0].astype(jnp.float32)
+    feat = last_token(hidden, lengths)
     h = nn.Dense(
       self.head.hidden,
       name="head_in",
@@ -63,6 +62,28 @@ class SparsityPredictor(nn.Module):
     )(h)
     scores = scores.reshape(ids.shape[0], self.num_layers, self.d_ff)
     return constrain(scores, ("act_batch", None, "act_mlp"))
+
+
+def last_token(hidden: Array, lengths: Array) -> Array:
+  """The predictor's feature: hidden [N, P, d] at each prompt's last valid token -> [N, d] f32."""
+  last = jnp.clip(lengths.astype(jnp.int32) - 1, 0, hidden.shape[1] - 1)
+  return jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0].astype(jnp.float32)
+
+
+def backbone_features(
+  backbone: LlamaConfig, backbone_params: Any, ids: Array, lengths: Array
+) -> Array:
+  """What the head reads: the backbone's hidden at the last valid token, [N, d_pred] f32."""
+  hidden = Decoder(backbone).apply({"params": backbone_params}, ids, compute_logits=False).hidden
+  return last_token(hidden, lengths)
+
+
+def head_in_init(rng: Array, d_pred: int, hidden: int) -> dict[str, Array]:
+  """The head's first layer as `SparsityPredictor` initialises it (unboxed)."""
+  return {
+    "kernel": nn.initializers.lecun_normal()(rng, (d_pred, hidden)),
+    "bias": jnp.zeros((hidden,), jnp.float32),
+  }
 
 
 def backbone_from_llm(llm_params: Mapping[str, Any], num_layers: int) -> dict[str, Any]:

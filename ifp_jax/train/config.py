@@ -85,7 +85,8 @@ def default_config() -> ml_collections.ConfigDict:
   t.allow_config_change = ""
   # Initial masks from calibration statistics (train/warm_start.py; fresh runs only): '' = the
   # paper's random init; 'calibration' = the pretrained LLM's mean GRIFFIN scores over the first
-  # warm_start_rows rows of the training stream, z-scored per layer and times warm_start_scale.
+  # warm_start_rows rows of the training stream, z-scored per layer and times warm_start_scale;
+  # 'griffin' (predictor kinds) = the head distilled from GRIFFIN's per-input selections.
   t.warm_start = ""
   t.warm_start_rows = 64
   t.warm_start_scale = 1.0

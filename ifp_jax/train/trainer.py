@@ -210,20 +210,30 @@ class Trainer:
     t0, t = time.perf_counter(), self.config.train
     stage = next(s for s in self.stages if s.steps > 0)
     # The whole stream (one host's slicing) on every host: all compute the same parameters.
-    overrides, stats = warm_start.calibration_warm_start(
-      self.ifp,
-      pretrained["llm"],
-      self._iterator(stage, host=(0, 1)),
-      n_rows=int(t.warm_start_rows),
-      scale=float(t.warm_start_scale),
-    )
+    stream = self._iterator(stage, host=(0, 1))
+    kw = dict(n_rows=int(t.warm_start_rows), scale=float(t.warm_start_scale))
+    if t.warm_start == "griffin":
+      backbone = pretrained["predictor"]["backbone"]
+      overrides, stats = warm_start.griffin_warm_start(
+        self.ifp, pretrained["llm"], backbone, stream, seed=int(self.config.seed), **kw
+      )
+    else:
+      overrides, stats = warm_start.calibration_warm_start(
+        self.ifp, pretrained["llm"], stream, **kw
+      )
     log.info(
-      "warm start: calibration scores over %d %s rows (%d tokens) in %.1fs",
+      "warm start %r: GRIFFIN scores over %d %s rows (%d tokens) in %.1fs%s",
+      t.warm_start,
       stats["rows"],
       stage.name,
       stats["tokens"],
       time.perf_counter() - t0,
+      "".join(f"; {k} {v:.3g}" for k, v in stats.items() if k not in ("rows", "tokens")),
     )
+    if jax.process_index() == 0:  # what the start measured, for the results page
+      run_files.write_atomic(
+        self.workdir / "warm_start.json", json.dumps({"kind": t.warm_start, **stats}, indent=1)
+      )
     return warm_start.merge(pretrained, overrides)
 
   def _check_resume(self, meta: dict) -> None:

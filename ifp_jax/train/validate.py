@@ -240,6 +240,19 @@ def check_values(config, ifp: IFPConfig) -> list[Problem]:
       ifp.mask_kind != "none",
       "one with masks for train.warm_start",
     )
+    if warm == "griffin":
+      need(
+        "model.mask_kind",
+        ifp.mask_kind,
+        ifp.uses_predictor,
+        "a predictor kind for train.warm_start='griffin' (it distils into the predictor head)",
+      )
+      need(
+        "model.predictor_init_layers",
+        config.model.predictor_init_layers,
+        int(config.model.predictor_init_layers) >= 1,
+        ">= 1 for train.warm_start='griffin' (the head is fitted to the pretrained backbone)",
+      )
     need("train.warm_start_rows", t.warm_start_rows, int(t.warm_start_rows) >= 1, ">= 1")
     v = float(t.warm_start_scale)
     need("train.warm_start_scale", v, math.isfinite(v) and v > 0, "a finite number > 0")

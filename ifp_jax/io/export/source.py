@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from ifp_jax.data.tokenization import Tokenizer, load_tokenizer
+from ifp_jax.model import predictor
 from ifp_jax.model.config import PredictorHeadConfig
 from ifp_jax.model.ifp_model import IFPConfig, init_params
 
@@ -106,10 +107,7 @@ def _init_head(abstract_predictor: dict, rng, head: PredictorHeadConfig) -> dict
   shape_in = abstract_predictor["head_in"]["kernel"].shape
   shape_out = abstract_predictor["head_out"]["kernel"].shape
   return {
-    "head_in": {
-      "kernel": np.asarray(nn.initializers.lecun_normal()(r_in, shape_in)),
-      "bias": np.zeros(shape_in[1], np.float32),
-    },
+    "head_in": jax.tree.map(np.asarray, predictor.head_in_init(r_in, *shape_in)),
     "head_out": {
       "kernel": np.asarray(nn.initializers.normal(head.out_init_std)(r_out, shape_out)),
       "bias": np.zeros(shape_out[1], np.float32),
