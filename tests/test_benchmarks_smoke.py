@@ -98,6 +98,22 @@ def test_core_bench_writes_json(tmp_path):
   assert all(v > 0 for v in rec["ms"].values()) and len(rec["ms"]) == 6
 
 
+def test_sft_packing_bench_measures_both_layouts(tmp_path, tmp_path_factory):
+  from train_utils import shared_data_dir
+
+  out = _run(
+    "sft_packing.py",
+    f"--data_dir={shared_data_dir(tmp_path_factory)}",
+    f"--json={tmp_path / 'pack.json'}",
+  )
+  rec = json.loads((tmp_path / "pack.json").read_text())
+  assert rec["benchmark"] == "sft_packing" and rec["pack"] == 4
+  # The tiny job's SFT rows (skills + 1 in 5 replayed text rows): packing fills them.
+  assert 0 < rec["real_frac_unpacked"] < rec["real_frac_packed"] <= 1
+  assert rec["step_s_packed"] > 0 and rec["real_tokens_per_s_packed"] > 0
+  assert "| real tokens/s |" in out
+
+
 def test_repro_quick_trains_every_method_and_writes_the_tables(tmp_path):
   """The reproduction's plumbing end to end on a few steps: pretraining, HF export, the four
   method runs from their pretrained starts, the eval, per-domain tables and the claim checks."""

@@ -184,7 +184,9 @@ def test_replay_mixes_cpt_rows_into_sft_and_resumes_exactly(docs):
     "replay": source_config("text", [str(docs / "docs.jsonl")], weight=1, piece_chars=29),
   }
   batches = _assert_resumes(cfg, "sft", seq_len=32, batch_size=4)
-  assert batches[0]["predictor_ids"].shape == (4, 1, 16)  # max(max_prompt_len, seq_len / 2)
+  # P = max(max_prompt_len, seq_len / 2); C = sft_pack: CPT rows fill one input, SFT rows pack
+  assert batches[0]["predictor_ids"].shape == (4, cfg.sft_pack, 16)
+  assert cfg.sft_pack == 4
   it = build_iterator(cfg, TOK, kind="sft", seq_len=32, batch_size=4)
   for _ in range(25):
     next(it)

@@ -89,7 +89,8 @@ def test_cpt_chunk_routing(data, num_chunks):
 
 def test_sft_loss_mask_is_exactly_the_response(data):
   T = 96
-  cfg = _cfg(data, "sft", {"qa": source_config("jsonl_sft", [str(data["dir"] / "sft.jsonl")])})
+  qa = {"qa": source_config("jsonl_sft", [str(data["dir"] / "sft.jsonl")])}
+  cfg = _cfg(data, "sft", qa, sft_pack=1)  # one conversation per row (packing: below)
   it = build_iterator(cfg, TOK, kind="sft", seq_len=T, batch_size=4)
   for b in _take(it, 5):
     assert b["predictor_ids"].shape == (4, 1, cfg.max_prompt_len)
@@ -148,7 +149,7 @@ def test_truncation_policies_are_counted(data, tmp_path):
   )
   src = {"long": source_config("jsonl_sft", [str(f)])}
   T = 48
-  cfg = _cfg(data, "sft", src, max_prompt_len=16)
+  cfg = _cfg(data, "sft", src, max_prompt_len=16, sft_pack=1)
   it = build_iterator(cfg, TOK, kind="sft", seq_len=T, batch_size=4)
   b = next(it)
   assert it.stats["prompt_truncated"] == 4 and it.stats["truncated"] == 4
@@ -169,6 +170,59 @@ def test_truncation_policies_are_counted(data, tmp_path):
   b = next(it)
   assert np.all(b["loss_weights"] == 0) and it.stats["no_loss"] == 4
   assert it.stats["truncated"] == 4
+
+
+def test_sft_packing_keeps_each_conversation_whole_in_its_own_segment(data):
+  """Packed rows (sft_pack=4) hold, segment by segment and in stream order, exactly the
+  unpacked rows' tokens, loss weights and predictor inputs; mask_index names the segment."""
+  qa = {"qa": source_config("jsonl_sft", [str(data["dir"] / "sft.jsonl")])}
+  T, n_rows = 96, 12
+  single = _cfg(data, "sft", qa, sft_pack=1, shuffle=False)
+  packed = _cfg(data, "sft", qa, sft_pack=4, shuffle=False)
+  one = build_iterator(single, TOK, kind="sft", seq_len=T, batch_size=1)
+  want = [next(one) for _ in range(4 * n_rows)]
+  it = build_iterator(packed, TOK, kind="sft", seq_len=T, batch_size=2)
+  got = []  # (segment tokens, targets, weights, prompt, prompt length) in stream order
+  for b in _take(it, n_rows // 2):
+    assert b["predictor_ids"].shape == (2, 4, packed.max_prompt_len)
+    for r in range(2):
+      seg = b["segment_ids"][r]
+      ids = [i for i in np.unique(seg) if i > 0]
+      assert ids == list(range(1, len(ids) + 1)) and len(ids) >= 2  # short QA pairs: >= 2
+      assert np.all(np.diff(seg[seg > 0]) >= 0) and np.all(seg[int((seg > 0).sum()) :] == 0)
+      for i in ids:
+        on = seg == i
+        assert np.all(b["mask_index"][r][on] == i - 1)
+        got.append(
+          (
+            b["input_ids"][r][on],
+            b["targets"][r][on],
+            b["loss_weights"][r][on],
+            b["predictor_ids"][r, i - 1],
+            b["predictor_lengths"][r, i - 1],
+          )
+        )
+      assert np.all(b["predictor_lengths"][r, len(ids) :] == 1)  # unused inputs
+      assert not b["loss_weights"][r][seg == 0].any()
+  for (ids, tgt, lw, prompt, plen), w in zip(got, want):
+    n = int(w["segment_ids"][0].sum())
+    np.testing.assert_array_equal(ids, w["input_ids"][0, :n])
+    np.testing.assert_array_equal(tgt, w["targets"][0, :n])
+    np.testing.assert_array_equal(lw, w["loss_weights"][0, :n])
+    np.testing.assert_array_equal(prompt, w["predictor_ids"][0, 0])
+    assert plen == w["predictor_lengths"][0, 0]
+  # The padding a user pays for: packed rows are mostly real tokens, single ones mostly not.
+  frac_packed, frac_single = it.take_window()["data_real_frac"], one.take_window()["data_real_frac"]
+  assert frac_packed > 2 * frac_single and frac_packed > 0.6, (frac_packed, frac_single)
+  assert it.stats["real_tokens"] == sum(len(g[0]) for g in got)
+  # Two sources: rows are packed per source, so each row keeps its source's count.
+  other = {"other": source_config("jsonl_sft", [str(data["dir"] / "other.jsonl")])}
+  both = build_iterator(
+    _cfg(data, "sft", {**qa, **other}, sft_pack=4), TOK, kind="sft", seq_len=T, batch_size=4
+  )
+  _take(both, 10)
+  assert sum(both.stats["per_source"].values()) == both.stats["examples"] == 40
+  assert min(both.stats["per_source"].values()) > 0
 
 
 def _assert_same(batches_a, batches_b):

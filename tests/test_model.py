@@ -216,3 +216,82 @@ def test_soft_topk_model_gradients_reach_predictor_and_llm():
   assert float(jnp.abs(g["predictor"]["head_out"]["kernel"]).max()) > 0
   assert float(jnp.abs(g["predictor"]["backbone"]["layers"]["mlp"]["up_proj"]["kernel"]).max()) > 0
   assert float(jnp.abs(g["llm"]["layers"]["mlp"]["down_proj"]["kernel"]).max()) > 0
+
+
+@pytest.mark.parametrize(
+  "kind", ["soft_topk", pytest.param("hard_concrete", marks=pytest.mark.slow)]
+)
+def test_packed_row_equals_its_examples_run_one_by_one(kind):
+  """Packed SFT (data/packing.pack_sft): one row of three conversations gives each its own
+  per-token losses (positions restart, attention stays inside the segment, its own predictor
+  input picks its masks) and the gradient of their sum, as the three rows run unpacked."""
+  from ifp_jax.data import packing
+  from ifp_jax.data.batch import Batch
+  from ifp_jax.train.losses import weighted_cross_entropy
+
+  cfg = IFPConfig(
+    llm=LLM,
+    predictor=PRED,
+    head=PredictorHeadConfig(hidden=16, out_init_std=1.0),
+    mask_kind=kind,
+    k=16,
+    eps=0.5,
+  )
+  params = nn.unbox(init_params(cfg, jax.random.key(0)))
+  rng = np.random.default_rng(0)
+  T, P, pad = 24, 6, 0
+  examples = []
+  for n, plen in ((7, 4), (9, 6), (5, 2)):
+    row = {
+      "input_ids": np.full(T, pad, np.int32),
+      "targets": np.full(T, pad, np.int32),
+      "loss_weights": np.zeros(T, np.float32),
+      "predictor_ids": np.full((1, P), pad, np.int32),
+      "predictor_lengths": np.array([plen], np.int32),
+      "mask_index": np.zeros(T, np.int32),
+      "segment_ids": (np.arange(T) < n).astype(np.int32),
+    }
+    row["input_ids"][:n] = rng.integers(1, 64, n)
+    row["targets"][:n] = rng.integers(1, 64, n)
+    row["loss_weights"][:n] = rng.random(n) < 0.7
+    row["predictor_ids"][0, :plen] = rng.integers(1, 64, plen)
+    examples.append({**row, "_real_tokens": np.int32(n)})
+  packed = packing.pack_sft(examples, 4, pad)
+  single = [packing.pack_sft([e], 1, pad) for e in examples]
+
+  def as_batch(rows):
+    return Batch.from_dict({k: jnp.asarray(np.stack([r[k] for r in rows])) for k in rows[0]
+                            if not k.startswith("_")})  # fmt: skip
+
+  def token_nll(p, batch):
+    # soft_topk: training's masks (deterministic). HardConcrete draws noise per mask slot, so
+    # the layouts would draw differently: its deterministic (eval) gates are compared.
+    out = IFPModel(cfg).apply(
+      {"params": p}, batch.model_inputs(), deterministic=kind == "hard_concrete"
+    )
+    logp = jax.nn.log_softmax(out.logits, -1)
+    nll = -jnp.take_along_axis(logp, batch.targets[..., None], -1)[..., 0]
+    return nll * batch.loss_weights
+
+  def total(p, batch):
+    return jnp.sum(token_nll(p, batch))
+
+  got = np.asarray(token_nll(params, as_batch([packed])))[0]
+  at = 0
+  for e, s in zip(examples, single):
+    n = int(e["_real_tokens"])
+    want = np.asarray(token_nll(params, as_batch([s])))[0, :n]
+    np.testing.assert_allclose(got[at : at + n], want, rtol=1e-5, atol=1e-5)
+    at += n
+  g_packed = jax.grad(total)(params, as_batch([packed]))
+  g_single = jax.grad(total)(params, as_batch(single))  # three rows, one conversation each
+  for a, b in zip(jax.tree.leaves(g_packed), jax.tree.leaves(g_single)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  if kind == "soft_topk":  # the hard eval gates pass no gradient to the predictor
+    assert float(jnp.abs(g_packed["predictor"]["head_out"]["kernel"]).max()) > 0
+  ce, tokens = weighted_cross_entropy(
+    IFPModel(cfg).apply({"params": params}, as_batch([packed]).model_inputs()).logits,
+    as_batch([packed]).targets,
+    as_batch([packed]).loss_weights,
+  )
+  assert float(tokens) == sum(float(e["loss_weights"].sum()) for e in examples)

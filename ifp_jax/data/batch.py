@@ -5,9 +5,11 @@ Everything that needs the layout derives it from `FIELDS`: the pipeline's exampl
 batch (`abstract`), the jitted step's input (`Batch`) and the model call (`ModelInputs`).
 
 Dimensions: B = batch rows, T = seq_len, C = predictor inputs per row, P = predictor input
-length. CPT (`packing.py`): C = num_chunks - 1, P = T / num_chunks. SFT (`sft.py`): C = 1,
-P = max_prompt_len. Padding is marked by `loss_weights` and `predictor_lengths` only: never test
-``ids == pad_id`` (SmolLM2's pad id is `<|im_end|>`, a real token). Every field is sharded over
+length. CPT (`packing.py`): C = num_chunks - 1, P = T / num_chunks, one segment per row. SFT
+(`sft.py`, packed by `packing.pack_sft`): C = data.sft_pack (conversations per row; 1 = one
+unpacked), P = max_prompt_len, mask_index = the token's conversation. Padding is marked by
+`loss_weights`, `predictor_lengths` and `segment_ids` (0) only: never test ``ids == pad_id``
+(SmolLM2's pad id is `<|im_end|>`, a real token). Every field is sharded over
 the batch axes on its first dim (`train/sharding.py batch_sharding`).
 """
 
@@ -44,6 +46,14 @@ FIELDS: tuple[Field, ...] = (
   ),
   Field("predictor_lengths", ("B", "C"), np.int32, 1, "valid tokens per predictor input (>= 1)"),
   Field("mask_index", ("B", "T"), np.int32, 0, "in [0, C): whose mask the LLM uses at input t"),
+  Field(
+    "segment_ids",
+    ("B", "T"),
+    np.int32,
+    0,
+    "example of each token in a packed row (1, 2, ...; 0 = padding): attention stays inside "
+    "it and positions restart at its first token",
+  ),
 )
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 NDIMS: dict[str, int] = {f.name: len(f.dims) for f in FIELDS}
@@ -132,6 +142,7 @@ class ModelInputs:
   predictor_ids: Optional[Array] = None  # [B, C, P] int32 (None: mask kinds without predictor)
   predictor_lengths: Optional[Array] = None  # [B, C] int32
   mask_index: Optional[Array] = None  # [B, T] int32 in [0, C) (None: chunk 0 everywhere)
+  segment_ids: Optional[Array] = None  # [B, T] int32 (None: one segment per row)
 
 
 @flax.struct.dataclass
@@ -144,6 +155,7 @@ class Batch:
   predictor_ids: Array
   predictor_lengths: Array
   mask_index: Array
+  segment_ids: Array
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Array]) -> "Batch":
@@ -160,6 +172,7 @@ class Batch:
       predictor_ids=self.predictor_ids,
       predictor_lengths=self.predictor_lengths,
       mask_index=self.mask_index,
+      segment_ids=self.segment_ids,
     )
 
 

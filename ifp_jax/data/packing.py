@@ -45,6 +45,7 @@ def route_cpt_row(row: np.ndarray, num_chunks: int) -> dict[str, np.ndarray]:
     predictor_ids=targets.reshape(num_chunks, p)[:-1].copy(),
     predictor_lengths=np.full(num_chunks - 1, p, np.int32),
     mask_index=np.maximum(np.arange(seq_len, dtype=np.int32) // p - 1, 0).astype(np.int32),
+    segment_ids=np.ones(seq_len, np.int32),  # one stream: documents are separated by EOS only
   )
 
 
@@ -108,3 +109,108 @@ class PackIterDataset(grain.IterDataset):
 
   def __str__(self) -> str:
     return f"PackIterDataset(seq_len={self._seq_len})"
+
+
+# --- SFT packing ----------------------------------------------------------------------------
+_ROW_IDENTITY = ("_source", "_doc")
+
+def pack_sft(examples: list[dict[str, Any]], max_segments: int, pad_id: int) -> dict[str, Any]:
+  """Formatted SFT examples (`sft.format_sft`, each right-padded to T with `_real_tokens` real
+  ones, together at most T) -> one packed row: example i is segment i + 1 (`segment_ids`), its
+  tokens read mask i (`mask_index`), its prompt is predictor input i of `max_segments` (unused
+  inputs: one pad token); the counters are summed."""
+  if not 1 <= len(examples) <= max_segments:
+    raise ValueError(f"pack_sft: {len(examples)} examples for {max_segments} segments")
+  seq_len = examples[0]["input_ids"].shape[0]
+  used = [int(e["_real_tokens"]) for e in examples]
+  if sum(used) > seq_len:
+    raise ValueError(f"pack_sft: {sum(used)} tokens do not fit a row of {seq_len}")
+  p = examples[0]["predictor_ids"].shape[1]
+  row = {
+    "input_ids": np.full(seq_len, pad_id, np.int32),
+    "targets": np.full(seq_len, pad_id, np.int32),
+    "loss_weights": np.zeros(seq_len, np.float32),
+    "predictor_ids": np.full((max_segments, p), pad_id, np.int32),
+    "predictor_lengths": np.ones(max_segments, np.int32),
+    "mask_index": np.zeros(seq_len, np.int32),
+    "segment_ids": np.zeros(seq_len, np.int32),
+  }
+  at = 0
+  for i, (e, n) in enumerate(zip(examples, used)):
+    for key in ("input_ids", "targets", "loss_weights"):
+      row[key][at : at + n] = e[key][:n]
+    row["mask_index"][at : at + n] = i
+    row["segment_ids"][at : at + n] = i + 1
+    row["predictor_ids"][i] = e["predictor_ids"][0]
+    row["predictor_lengths"][i] = e["predictor_lengths"][0]
+    at += n
+  # Private keys: the row's identity (`_source`, `_doc`: one source per row, packed before the
+  # mixture) comes from its first example; the counters are summed.
+  private = {
+    k: examples[0][k] if k in _ROW_IDENTITY else np.int32(sum(int(e[k]) for e in examples))
+    for k in examples[0]
+    if k.startswith("_")
+  }
+  return {**example(**row), **private}
+
+
+class _SFTPackIterator(grain.DatasetIterator):
+  """Greedy packing in stream order: a row takes examples while they fit (tokens <= T, at most
+  `max_segments`); the first that does not fit starts the next row.
+
+  State: the parent's state before that waiting example (if any), so a restore re-reads one
+  example, not a buffer: the same later rows after a restore.
+  """
+
+  def __init__(self, parent: grain.DatasetIterator, max_segments: int, pad_id: int) -> None:
+    super().__init__(parent)
+    self._max, self._pad_id = max_segments, pad_id
+    self._waiting: tuple[Any, dict[str, Any]] | None = None  # (parent state before it, example)
+
+  def _fetch(self) -> tuple[Any, dict[str, Any]]:
+    state = copy.deepcopy(self._parent.get_state())
+    return state, next(self._parent)  # StopIteration ends the stream
+
+  def __next__(self) -> dict[str, Any]:
+    first = self._waiting or self._fetch()
+    self._waiting = None
+    row = [first[1]]
+    seq_len, used = first[1]["input_ids"].shape[0], int(first[1]["_real_tokens"])
+    while len(row) < self._max:
+      try:
+        nxt = self._fetch()
+      except StopIteration:
+        break
+      n = int(nxt[1]["_real_tokens"])
+      if used + n > seq_len:
+        self._waiting = nxt
+        break
+      row.append(nxt[1])
+      used += n
+    return pack_sft(row, self._max, self._pad_id)
+
+  def get_state(self) -> dict[str, Any]:
+    if self._waiting is None:
+      return {"parent": copy.deepcopy(self._parent.get_state()), "waiting": False}
+    return {"parent": copy.deepcopy(self._waiting[0]), "waiting": True}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._parent.set_state(copy.deepcopy(state["parent"]))
+    self._waiting = self._fetch() if state["waiting"] else None
+
+
+class SFTPackIterDataset(grain.IterDataset):
+  """Packs formatted SFT examples into rows of up to `max_segments` conversations (1: one
+  example per row, as formatted)."""
+
+  def __init__(self, parent: grain.IterDataset, max_segments: int, pad_id: int) -> None:
+    super().__init__(parent)
+    if max_segments < 1:
+      raise ValueError(f"data.sft_pack={max_segments} must be >= 1 (1 = one example per row)")
+    self._max, self._pad_id = max_segments, pad_id
+
+  def __iter__(self) -> _SFTPackIterator:
+    return _SFTPackIterator(self._parent.__iter__(), self._max, self._pad_id)
+
+  def __str__(self) -> str:
+    return f"SFTPackIterDataset(max_segments={self._max})"

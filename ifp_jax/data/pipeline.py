@@ -3,13 +3,15 @@
 Batch format: a dict of host-local numpy arrays, the same for CPT and SFT, laid out as
 `ifp_jax/data/batch.py` FIELDS says (B = per-host batch size; names, shapes, dtypes, pad values).
 CPT (`packing.py`): C = num_chunks - 1, P = T / num_chunks, loss zero on the first chunk, mask of
-chunk j used on chunk j+1. SFT (`sft.py`): C = 1, P = max_prompt_len, mask_index = 0, loss on
-assistant output tokens only.
+chunk j used on chunk j+1. SFT (`sft.py`, `packing.pack_sft`): up to C = `sft_pack`
+conversations per row, each a segment (`segment_ids`) with its own predictor input
+(P = max_prompt_len, `mask_index` = its segment), loss on assistant output tokens only.
 
 Pipeline per source (each source is one TFDS dataset, see `builders.py`): Grain
 ``MapDataset.source`` -> this host's records ``[process_index::process_count]`` (disjoint
 across hosts) -> shuffle (a global index shuffle, reshuffled every epoch) -> repeat ->
-decode/tokenize -> (CPT: pack rows, window-shuffle rows) -> examples. CPT text records are bounded
+decode/tokenize -> (CPT: pack rows, window-shuffle rows; SFT: format, pack conversations)
+-> examples. CPT text records are bounded
 pieces of documents (`options.piece_chars`, cut when the source is built), so the global shuffle
 makes consecutive rows come from many documents in proportion to their size, however long the
 documents are; EOS follows a document's last piece only. Sources are mixed by weight (Grain's
@@ -39,7 +41,7 @@ from ifp_jax.data.tokenization import Tokenizer
 CPT_KINDS = ("text", "tfds")
 SFT_KINDS = ("jsonl_sft", "reasoning_gym", "skills", "tfds", "text")  # text: CPT replay
 PIECE_ROWS = 8  # default piece_chars = PIECE_ROWS * seq_len
-_COUNTERS = ("_truncated", "_prompt_truncated", "_no_loss")
+_COUNTERS = ("_truncated", "_prompt_truncated", "_no_loss", "_real_tokens")
 
 
 def source_config(
@@ -66,6 +68,9 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.data_dir = ""  # TFDS dir of built sources; "" -> $IFP_JAX_DATA_DIR or ~/.cache/ifp_jax/tfds
   c.num_chunks = 2  # CPT: chunks K per row (seq_len % K == 0); C = K-1 predictor inputs of T/K
   c.max_prompt_len = 64  # SFT: predictor input length P (first user message, longer ones cut)
+  # SFT conversations packed per row, at most (greedy in stream order; each its own segment:
+  # attention and positions confined to it, its own predictor input, so C = sft_pack).
+  c.sft_pack = 4  # 1 = one conversation per row, the rest padding
   c.truncate = "left_prompt"  # SFT sequences longer than seq_len: "left_prompt" | "right"
   c.skip_malformed = False  # JSONL: False -> ValueError "file:line: problem"; True -> skip+count
   c.shuffle = True  # shuffle each source's records (reshuffled every epoch)
@@ -167,13 +172,19 @@ def _ends_document(record: Mapping[str, Any]) -> bool:
   return int(i) == int(n) - 1
 
 
-def _pad_predictor(example: dict[str, Any], length: int, pad_id: int) -> dict[str, Any]:
-  """predictor_ids [C, P] right-padded to [C, length] (replay mixes CPT and SFT rows)."""
-  ids = example["predictor_ids"]
+def _pad_predictor(
+  example: dict[str, Any], length: int, pad_id: int, inputs: int = 0
+) -> dict[str, Any]:
+  """predictor_ids [C, P] right-padded to [C, length], and with `inputs` > C to [inputs, length]
+  (unused inputs: one pad token): replay mixes CPT rows (C = 1) with packed SFT rows."""
+  ids, lengths = example["predictor_ids"], example["predictor_lengths"]
   if ids.shape[1] < length:
     fill = np.full((ids.shape[0], length - ids.shape[1]), pad_id, ids.dtype)
-    example = {**example, "predictor_ids": np.concatenate([ids, fill], axis=1)}
-  return example
+    ids = np.concatenate([ids, fill], axis=1)
+  if inputs > ids.shape[0]:
+    ids = np.concatenate([ids, np.full((inputs - ids.shape[0], ids.shape[1]), pad_id, ids.dtype)])
+    lengths = np.concatenate([lengths, np.ones(inputs - lengths.shape[0], lengths.dtype)])
+  return {**example, "predictor_ids": ids, "predictor_lengths": lengths}
 
 
 def _source_seed(seed: int, index: int) -> int:
@@ -200,9 +211,12 @@ class DataIterator:
       "truncated": 0,
       "prompt_truncated": 0,
       "no_loss": 0,
+      "real_tokens": 0,
+      "token_slots": 0,
       "per_source": {n: 0 for n in names},
     }
     self._window: list[np.ndarray] = []  # doc ids of the rows since the last take_window()
+    self._window_tokens = [0, 0]  # real tokens, token slots (rows x T) since then
 
   @property
   def stats(self) -> dict[str, Any]:
@@ -217,9 +231,14 @@ class DataIterator:
     self._window.append(batch.pop("_doc"))
     for i, n in zip(*np.unique(source, return_counts=True), strict=True):
       self._counts["per_source"][self._names[int(i)]] += int(n)
+    real = int(batch["_real_tokens"].sum()) if "_real_tokens" in batch else 0
     for key in _COUNTERS:
       if key in batch:
         self._counts[key[1:]] += int(batch.pop(key).sum())
+    slots = self._batch_size * batch["input_ids"].shape[1]  # filler rows of a short batch too
+    self._counts["token_slots"] += slots
+    self._window_tokens[0] += real
+    self._window_tokens[1] += slots
     self._counts["batches"] += 1
     self._counts["examples"] += int(source.shape[0])
     return self._pad(batch) if source.shape[0] < self._batch_size else batch
@@ -227,7 +246,8 @@ class DataIterator:
   def take_window(self) -> dict[str, float]:
     """Stream statistics of the rows since the last call (text rows only; SFT rows carry no
     document): `data_docs` distinct documents, `data_max_doc_share` the largest fraction of
-    those rows one document supplied, `data_doc_rows` the rows counted. Also in `stats`."""
+    those rows one document supplied, `data_doc_rows` the rows counted; `data_real_frac` the
+    fraction of token slots that hold real tokens (not padding). Also in `stats`."""
     docs = np.concatenate(self._window) if self._window else np.zeros(0, np.int64)
     docs = docs[docs >= 0]
     self._window = []
@@ -236,7 +256,9 @@ class DataIterator:
       "data_docs": int(counts.size),
       "data_max_doc_share": float(counts.max() / docs.size) if docs.size else 0.0,
       "data_doc_rows": int(docs.size),
+      "data_real_frac": self._window_tokens[0] / max(self._window_tokens[1], 1),
     }
+    self._window_tokens = [0, 0]
     self._counts["window"] = out
     return out
 
@@ -254,7 +276,8 @@ class DataIterator:
 
   def set_state(self, state: Mapping[str, Any]) -> None:
     self._it.set_state(copy.deepcopy(state["grain"]))
-    self._counts = copy.deepcopy(dict(state["counts"]))
+    # Counters added since the state was written start at 0.
+    self._counts = {**self._counts, **copy.deepcopy(dict(state["counts"]))}
 
 
 def build_iterator(
@@ -296,6 +319,7 @@ def build_iterator(
     raise ValueError(f"CPT replay in SFT needs an even seq_len, got {seq_len}")
   # Predictor input length of every row (replay: CPT chunks and SFT prompts padded to one P).
   pred_len = max(data_cfg.max_prompt_len, seq_len // 2) if replay else 0
+  sft_inputs = int(data_cfg.get("sft_pack", 1)) if kind == "sft" else 0  # C of an SFT row
   read = grain.ReadOptions(
     num_threads=data_cfg.read_threads, prefetch_buffer_size=data_cfg.prefetch
   )
@@ -350,9 +374,11 @@ def build_iterator(
             "_source": np.int32(i),
             "_doc": row_doc[1],
             **{k: np.int32(0) for k in _COUNTERS},
+            "_real_tokens": np.int32(seq_len),
           },
           pred_len,
           tokenizer.pad_id,
+          sft_inputs,
         )
       )
       if data_cfg.shuffle and data_cfg.shuffle_window > 0:
@@ -374,6 +400,7 @@ def build_iterator(
           "_doc": np.int64(-1),
         }
       ).to_iter_dataset(read)
+      it = packing.SFTPackIterDataset(it, sft_inputs, tokenizer.pad_id)
       if replay:
         it = it.map(lambda ex: _pad_predictor(ex, pred_len, tokenizer.pad_id))
     datasets.append(it)

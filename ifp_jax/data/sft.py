@@ -12,7 +12,9 @@ Too long (n > T+1) -> truncated and counted (`_truncated`):
   * ``"right"``: cut the end.
 Predictor input (C = 1): the first user message's content, encoded without any chat markup,
 cut to its first `max_prompt_len` tokens (counted in `_prompt_truncated`), right-padded;
-an empty prompt becomes the single token EOS (lengths are always >= 1). ``mask_index`` is 0.
+an empty prompt becomes the single token EOS (lengths are always >= 1). ``mask_index`` is 0,
+``segment_ids`` 1 on the n real tokens (0 on padding), ``_real_tokens`` = n. Rows of several
+conversations are packed from these by `packing.pack_sft`.
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ def format_sft(
     predictor_ids=predictor_ids,
     predictor_lengths=np.array([len(kept)], np.int32),
     mask_index=np.zeros(seq_len, np.int32),
+    segment_ids=(np.arange(seq_len) < n).astype(np.int32),
+    _real_tokens=np.int32(n),
     _truncated=np.int32(truncated),
     _prompt_truncated=np.int32(len(prompt) > max_prompt_len),
     _no_loss=np.int32(not loss_weights.any()),

@@ -19,6 +19,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from ifp_jax.model.attention import make_mask
 from ifp_jax.model.config import LlamaConfig, to_dtype
 from ifp_jax.model.layers import DecoderLayer, RMSNorm, constrain, rope_cos_sin
 
@@ -59,6 +60,16 @@ class DecoderOutput:
   cache: Optional[KVCache]
 
 
+def segment_positions(segment_ids: Array) -> Array:
+  """[B, T] segment ids -> each token's offset from the first token of its segment."""
+  t = segment_ids.shape[1]
+  idx = jnp.arange(t, dtype=jnp.int32)[None]
+  starts = jnp.concatenate(
+    [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
+  )
+  return idx - jax.lax.cummax(jnp.where(starts, idx, 0), axis=1)
+
+
 def check_ffn_masks(cfg: LlamaConfig, masks: Array, batch: int, mask_index) -> None:
   """Masks are [B, L, F] (one per sequence) or [B, C, L, F] routed per token by mask_index."""
   want = (cfg.num_hidden_layers, cfg.intermediate_size)
@@ -85,9 +96,12 @@ class Decoder(nn.Module):
     mask_index: Array | None = None,
     positions: Array | None = None,
     attention_mask: Array | None = None,
+    segment_ids: Array | None = None,
     cache: KVCache | None = None,
     compute_logits: bool = True,
   ) -> DecoderOutput:
+    """`segment_ids` [B, T] (packed rows, no cache): a token attends only to its own segment
+    and, unless `positions` are given, its position counts from the segment's first token."""
     cfg = self.cfg
     dtype, pdtype = to_dtype(cfg.dtype), to_dtype(cfg.param_dtype)
     b, t = input_ids.shape
@@ -106,15 +120,19 @@ class Decoder(nn.Module):
     # Key-slot visibility: causal by slot, minus padding.
     token_valid = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
     start = jnp.zeros((), jnp.int32) if cache is None else cache.index
+    if segment_ids is not None and cache is not None:
+      raise ValueError("segment_ids (packed rows) are for training / scoring, not a KV cache")
     if positions is None:
-      positions = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
+      positions = (
+        jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
+        if segment_ids is None
+        else segment_positions(segment_ids)
+      )
     if cache is None:
-      key_valid, s = token_valid, t
+      key_valid = token_valid
     else:
       key_valid = jax.lax.dynamic_update_slice_in_dim(cache.valid, token_valid, start, axis=1)
-      s = cache.k.shape[2]
-    q_slot = start + jnp.arange(t)[:, None]
-    allowed = (jnp.arange(s)[None, :] <= q_slot)[None] & key_valid[:, None, :]
+    allowed = make_mask(start + jnp.arange(t), key_valid, segment_ids, segment_ids)
     cos, sin = rope_cos_sin(cfg, positions)
 
     # Per-layer scan inputs: masks [L, B, C, F] and cache [L, B, S, KV, hd].

@@ -218,7 +218,8 @@ class IFPModel(nn.Module):
     **decoder_kw,
   ) -> IFPOutput:
     """inputs by name (data/batch.py): input_ids [B, T]; predictor_ids [B, C, P] or [B, P],
-    predictor_lengths [B, C] or [B]; mask_index [B, T] in [0, C). A `Batch` works as is.
+    predictor_lengths [B, C] or [B]; mask_index [B, T] in [0, C); segment_ids [B, T] or None
+    (packed rows). A `Batch` works as is.
 
     `ffn_masks` [B, (C,) L, F] overrides the predicted masks (e.g. cached per-task masks).
     """
@@ -232,6 +233,9 @@ class IFPModel(nn.Module):
       )
     else:
       mask_out = MaskOutput(ffn_masks, None, None)
+    segments = getattr(inputs, "segment_ids", None)
+    if segments is not None:
+      decoder_kw = {"segment_ids": segments, **decoder_kw}
     out = self.llm(input_ids, ffn_masks=mask_out.masks, mask_index=inputs.mask_index, **decoder_kw)
     return IFPOutput(logits=out.logits, masks=mask_out, cache=out.cache)
 

@@ -97,7 +97,11 @@ def abstract_batch(config, stage: str, mesh) -> dict[str, jax.ShapeDtypeStruct]:
   if stage == "cpt":
     c, p = int(config.data.num_chunks) - 1, t // int(config.data.num_chunks)
   elif stage == "sft":
-    c, p = 1, int(config.data.max_prompt_len)
+    c, p = int(config.data.get("sft_pack", 1)), int(config.data.max_prompt_len)
+    sources = config.data.sft.sources
+    sources = sources.values() if hasattr(sources, "values") else sources
+    if any(src["kind"] == "text" for src in sources):  # CPT replay: P of both rows
+      p = max(p, t // 2)
   else:
     raise ValueError(f"stage must be 'cpt' or 'sft', got {stage!r}")
   return batch_layout.abstract(

@@ -46,6 +46,9 @@ class MetricsLogger:
     elapsed = time.perf_counter() - self._t0
     eta = elapsed / max(done, 1) * remaining
     extra = ""
+    real = ""
+    if "real_tokens_per_sec" in metrics:
+      real = f" ({metrics['real_tokens_per_sec']:.0f} real)"
     if "mask_kept_frac" in metrics:
       extra += f" kept {metrics['mask_kept_frac']:.3f}"
     if "expected_sparsity" in metrics:
@@ -59,7 +62,7 @@ class MetricsLogger:
       extra += f" held-out text {metrics['heldout_text_loss']:.4f}"
     print(
       f"[{metrics['stage']}] step {metrics['step']} ({done}/{self._total}) "
-      f"loss {metrics['loss']:.4f} {metrics['tokens_per_sec']:.0f} tok/s{extra} "
+      f"loss {metrics['loss']:.4f} {metrics['tokens_per_sec']:.0f} tok/s{real}{extra} "
       f"ETA {_fmt(eta)}",
       file=self.stream,
       flush=True,

@@ -223,6 +223,8 @@ def check_values(config, ifp: IFPConfig) -> list[Problem]:
     if key in t:
       v = float(t[key])
       need(f"train.{key}", t[key], math.isfinite(v) and v >= 0, "a finite number >= 0 (0 = off)")
+  pack = config.data.get("sft_pack", 1)
+  need("data.sft_pack", pack, int(pack) >= 1, ">= 1 (conversations per SFT row; 1 = unpacked)")
   warm = t.get("warm_start", "")
   if warm:
     need(
