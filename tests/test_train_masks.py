@@ -143,3 +143,19 @@ def test_frozen_llm_gradient_is_not_computed_and_training_is_unchanged(data_dir,
   assert max(moved) > 1e-3  # 3 Adam steps at lr 1e-3 move weights ~3e-3: >> the tolerance
   for x, y in zip(jax.tree.leaves(pa["predictor"]), jax.tree.leaves(pb["predictor"])):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-4)
+
+
+def test_everything_frozen_saves_the_initial_state_as_a_good_checkpoint(data_dir, tmp_path):
+  """train.freeze='llm,predictor' (measuring a start as it is): the zero gradient is expected,
+  so the run still ends with a checkpoint, and it holds the initial parameters."""
+  from ifp_jax.infer.run_loader import load_run
+
+  overrides = dict(train__freeze="llm,predictor", cpt__steps=2, sft__steps=0, train__log_every=1)
+  init, _, _ = _trainer(data_dir, tmp_path / "init", **overrides).init_or_restore()
+  summary = _trainer(data_dir, tmp_path / "run", **overrides).run()
+  assert summary["latest_checkpoint_step"] == 2
+  rows = read_metrics(tmp_path / "run")
+  assert rows[1]["grad_norm"] == rows[2]["grad_norm"] == 0
+  start = jax.device_get(init.params["model"])
+  for x, y in zip(jax.tree.leaves(load_run(tmp_path / "run").params), jax.tree.leaves(start)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

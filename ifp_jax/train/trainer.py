@@ -162,6 +162,10 @@ class Trainer:
       ),
     }
     frozen = [x for x in t.freeze.split(",") if x]
+    # Every model part frozen (e.g. measuring a warm start as is): a zero gradient is then the
+    # expected state, not a dead model.
+    parts = {"llm"} | ({"predictor"} if self.ifp.has_masks else set())
+    self._nothing_trains = parts <= set(frozen)
     self.tx = optim.make_optimizer(
       llm_schedule=self.lr_fns["llm"],
       predictor_schedule=self.lr_fns["predictor"],
@@ -309,6 +313,8 @@ class Trainer:
         return (
           f"gradient norm {gnorm:.4g} > train.divergence_max_grad_norm={t.divergence_max_grad_norm}"
         )
+      if self._nothing_trains:
+        return None if self._state_finite(state) else "non-finite values in the train state"
       dead_checks = int(t.get("divergence_dead_checks", 0))
       if step != self._dead_last:  # one count per step (log and save may both look)
         self._dead_last = step
@@ -320,11 +326,15 @@ class Trainer:
         )
       if gnorm == 0.0:
         return SUSPECT
-    if state is not None:
-      with self._scope():
-        if not bool(jax.device_get(_all_finite(state))):
-          return "non-finite values in the train state"
+    if not self._state_finite(state):
+      return "non-finite values in the train state"
     return None
+
+  def _state_finite(self, state) -> bool:
+    if state is None:
+      return True
+    with self._scope():
+      return bool(jax.device_get(_all_finite(state)))
 
   def _diverged(self, step, state, stage, data_state, problem: str):
     """Never over a good checkpoint: the bad state goes aside (optionally), then stop."""

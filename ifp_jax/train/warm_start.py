@@ -32,7 +32,7 @@ import numpy as np
 from ifp_jax.model.ifp_model import IFPConfig
 
 WARM_STARTS = ("", "calibration", "griffin")
-RIDGE_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # x mean eigenvalue of the centred Gram matrix
+RIDGE_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # x mean eigenvalue of the centred Gram matrix
 
 
 def calibration_rows(batches: Iterable[Mapping[str, np.ndarray]], n_rows: int) -> list[list[int]]:
