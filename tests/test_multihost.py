@@ -78,6 +78,7 @@ class _Hosts:
       "data_docs": sum(x["data_docs"] for x in w),
       "data_max_doc_share": top / rows if rows else 0.0,
       "data_doc_rows": rows,
+      "data_real_frac": sum(x["data_real_frac"] for x in w) / len(w),  # equal host batches
     }
 
   def get_state(self):

@@ -114,6 +114,7 @@ class PackIterDataset(grain.IterDataset):
 # --- SFT packing ----------------------------------------------------------------------------
 _ROW_IDENTITY = ("_source", "_doc")
 
+
 def pack_sft(examples: list[dict[str, Any]], max_segments: int, pad_id: int) -> dict[str, Any]:
   """Formatted SFT examples (`sft.format_sft`, each right-padded to T with `_real_tokens` real
   ones, together at most T) -> one packed row: example i is segment i + 1 (`segment_ids`), its

@@ -434,7 +434,8 @@ class Trainer:
           dt = time.perf_counter() - t0
           m.update(step=step, stage=stage.name, tokens_per_sec=tokens_since / max(dt, 1e-9))
           m.update(it.take_window())  # distinct documents / largest document share since last log
-          m["real_tokens_per_sec"] = m["tokens_per_sec"] * m["data_real_frac"]  # padding left out
+          if "data_real_frac" in m:  # padding left out
+            m["real_tokens_per_sec"] = m["tokens_per_sec"] * m["data_real_frac"]
           if t.eval_rows and (step == stage.end or (t.eval_every and step % t.eval_every == 0)):
             m.update(self._eval_metrics(state, stage, evaluate))
           logger.log(m, remaining=min(stage.end, budget_end) - step)
