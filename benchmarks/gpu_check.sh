@@ -85,6 +85,8 @@ for bench in benchmarks/*.py; do
       --stages=training_free,regime_a)
     [ -z "${QUICK_FLAG:-}" ] && extra+=(--scale)
   fi
+  # sft_packing.py: the packed / unpacked SFT step in the GPU's compute dtype.
+  [ "$(basename "$bench")" = sft_packing.py ] && extra+=(--dtype=bfloat16)
   if grep -q -- "--quick" "$bench"; then
     step "$name" "$PY" "$bench" $QUICK_FLAG "${extra[@]}"
   else

@@ -1,7 +1,8 @@
 """Packed vs unpacked SFT: real (non-pad) tokens per token slot and real tokens/s of the train step.
 
   python benchmarks/sft_packing.py [--shape=smollm2|tiny] [--batch=N --seq=T] [--pack=4]
-      [--rounds=R] [--batches=N] [--quick] [--out=FILE.md] [--json=FILE.json]
+      [--rounds=R] [--batches=N] [--dtype=float32|bfloat16] [--quick] [--out=FILE.md]
+      [--json=FILE.json]
 
 The SFT stream of configs/smollm2_135m.py (or configs/tiny.py) as the trainer reads it, once with
 `data.sft_pack=1` (one conversation per row, the rest padding) and once with `--pack`
@@ -34,7 +35,7 @@ from ifp_jax.data.tokenization import load_tokenizer  # noqa: E402
 from ifp_jax.train.trainer import resolve_models  # noqa: E402
 
 FLAGS = flags.FLAGS
-# --shape, --batch, --seq, --rounds, --quick, --out, --json: train_throughput's flags.
+# --shape, --batch, --seq, --rounds, --dtype, --quick, --out, --json: train_throughput's flags.
 flags.DEFINE_integer("pack", 4, "Conversations per packed row (data.sft_pack).")
 flags.DEFINE_integer("batches", 20, "Batches of each layout counted for the real-token fraction.")
 flags.DEFINE_string("data_dir", "", "TFDS dir of the built sources ('' = the default).")
@@ -54,7 +55,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   shape = "tiny" if FLAGS.quick else FLAGS.shape
-  config, cfg_path = load_config(shape, "float32")
+  config, cfg_path = load_config(shape, FLAGS.dtype)
   if FLAGS.data_dir:
     config.data.data_dir = FLAGS.data_dir
   batch_size = FLAGS.batch or (16 if shape == "tiny" else 2)
@@ -107,7 +108,7 @@ def main(argv):
      f"{real_ratio:.2f}x"),
   ]  # fmt: skip
   table = [
-    f"| {shape} ({cfg_path.name}), {batch_size} x {seq}, f32 | unpacked | packed "
+    f"| {shape} ({cfg_path.name}), {batch_size} x {seq}, {FLAGS.dtype} | unpacked | packed "
     f"(sft_pack={FLAGS.pack}) | packed / unpacked |",
     "|---|---|---|---|",
     *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
