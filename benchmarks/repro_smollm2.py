@@ -59,6 +59,7 @@ TRAINED_NAMES = (
   "ifp_warm_lr10",
   "ifp_distill_untrained",
   "ifp_distill",
+  "static_soft_warm",
 )
 flags.DEFINE_string("out", "benchmarks/results/repro_smollm2", "Folder for the results page.")
 flags.DEFINE_list("stages", ["training_free"], "Stages to run: training_free, regime_a.")
@@ -111,6 +112,7 @@ VARIANTS = (
   "a_ifp_distill_input",
   "a_ifp_distill_task",
   "a_ifp_distill_bias",
+  "a_static_soft_warm",
 )
 TRAINING_FREE = VARIANTS[:7]
 # The plot's bars (all variants are in the tables).
@@ -125,6 +127,7 @@ PLOTTED = (
   "a_ifp_distill_untrained_input",
   "a_ifp_distill_input",
   "a_ifp_distill_task",
+  "a_static_soft_warm",
 )
 # configs/repro_smollm2/<name>.py -> the variants scored from its run
 TRAINED = {
@@ -139,6 +142,7 @@ TRAINED = {
     "a_ifp_distill_untrained_bias",
   ),
   "ifp_distill": ("a_ifp_distill_input", "a_ifp_distill_task", "a_ifp_distill_bias"),
+  "static_soft_warm": ("a_static_soft_warm",),
 }
 # *_bias: the trained predictor's head bias alone (top k per layer), one mask for every input:
 # what is left of an IFP run without its input-dependent part.
@@ -446,6 +450,9 @@ def summarise(nll: dict) -> dict:
       ("a_ifp_distill_input", "calib_domain"),
       ("a_ifp_distill_input", "a_ifp_distill_task"),
       ("a_ifp_distill_input", "a_ifp_distill_bias"),
+      ("a_ifp_distill_input", "a_static_soft_warm"),
+      ("a_ifp_warm_input", "a_static_soft_warm"),
+      ("a_static_soft_warm", "a_static_warm"),
     ]
     for a, b in pairs:
       if a in per and b in per:
@@ -462,6 +469,8 @@ VERDICT_PAIRS = (
   ("a_ifp_distill_input", "a_ifp_distill_task"),
   ("a_ifp_distill_input", "a_static_warm"),
   ("a_ifp_distill_input", "griffin"),
+  ("a_ifp_distill_input", "a_static_soft_warm"),
+  ("a_ifp_warm_input", "a_static_soft_warm"),
 )
 
 

@@ -157,7 +157,9 @@ def test_backbone_from_llm_equals_first_layers():
     backbone_from_llm(big, 4)
 
 
-@pytest.mark.parametrize("kind", ["soft_topk", "hard_concrete", "static", "none"])
+@pytest.mark.parametrize(
+  "kind", ["soft_topk", "hard_concrete", "static", "static_soft_topk", "none"]
+)
 @pytest.mark.slow  # > 10 s on 2 cores (measured): make test only, not test-fast
 def test_ifp_model_mask_kinds(kind):
   cfg = IFPConfig(
@@ -185,7 +187,7 @@ def test_ifp_model_mask_kinds(kind):
   assert evals.masks.masks.shape[-2:] == (3, 48)
   kept = np.asarray((evals.masks.masks != 0).sum(-1))
   assert (kept == 16).all()  # eval masks keep exactly k per layer
-  if kind == "soft_topk":
+  if not mask_kind(kind).hard_concrete:  # SoftTopK: exactly k nonzero, values in (0, 1]
     m = np.asarray(train.masks.masks)
     assert ((m != 0).sum(-1) == 16).all() and m.max() <= 1 and m[m != 0].min() > 0
   else:

@@ -6,6 +6,9 @@ Mask kinds (`IFPConfig.mask_kind`):
   hard_concrete  predictor scores are HardConcrete log-alphas (sampled in training, budget via the
                  Lagrangian term); eval: the k largest log-alphas per layer.
   static         one learned log-alpha [L, d_ff] for all inputs (the static pruning baseline).
+  static_soft_topk  one learned score table [L, d_ff] for all inputs through SoftTopK, as IFP's
+                 scores are (the static control of IFP with the same mask machinery); eval:
+                 hard top-k.
   none           dense model, no predictor.
 What each kind uses (masks at all, a predictor, HardConcrete gates) is `MASK_KIND_TABLE`: code
 asks `IFPConfig.has_masks / uses_predictor / hard_concrete`, never a list of kind names.
@@ -47,6 +50,7 @@ MASK_KIND_TABLE: dict[str, MaskKind] = {
     MaskKind("soft_topk", has_masks=True, uses_predictor=True, hard_concrete=False),
     MaskKind("hard_concrete", has_masks=True, uses_predictor=True, hard_concrete=True),
     MaskKind("static", has_masks=True, uses_predictor=False, hard_concrete=True),
+    MaskKind("static_soft_topk", has_masks=True, uses_predictor=False, hard_concrete=False),
     MaskKind("none", has_masks=False, uses_predictor=False, hard_concrete=False),
   )
 }

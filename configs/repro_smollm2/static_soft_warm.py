@@ -1,0 +1,12 @@
+"""Regime (a), the static control of IFP: one learned score table through SoftTopK
+(mask_kind='static_soft_topk', the mask machinery IFP uses), started from the calibration-static
+mask (common.with_warm_start) at IFP's learning rate. If IFP's gain is a better shared selection
+rather than per-prompt selection, this run matches it."""
+
+from configs.repro_smollm2.common import frozen_base_config, with_warm_start
+
+
+def get_config(train_jsonl: str = ""):
+  c = frozen_base_config(train_jsonl)
+  c.model.mask_kind = "static_soft_topk"
+  return with_warm_start(c)
