@@ -45,7 +45,7 @@ def default_config() -> ml_collections.ConfigDict:
   m.head_hidden = 128  # predictor head d_pred -> head_hidden -> L * d_ff (paper: 128)
   m.head_activation = "gelu"  # gelu | relu | silu | tanh | identity
   m.head_out_init_std = 0.02  # std of the head's last layer init
-  m.mask_kind = "soft_topk"  # soft_topk | hard_concrete | static | none
+  m.mask_kind = "soft_topk"  # soft_topk | hard_concrete | static | static_soft_topk | none
   m.k = 64  # kept FFN units per layer (same in every layer)
   m.eps = 0.1  # SoftTopK temperature
   m.hc_init_log_alpha = 2.0  # HardConcrete / static: initial log-alpha offset
