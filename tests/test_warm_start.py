@@ -48,13 +48,10 @@ def test_warm_start_params_rank_units_as_the_scores_do():
     warm_start.warm_start_params(ifp, scores[:2], 1.0, (4, 96))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("mask_kind", ["static", "soft_topk"])
-def test_fresh_run_starts_from_the_calibration_static_mask(tmp_path, tmp_path_factory, mask_kind):
-  """The initial masks of a warm-started run are the top k of the LLM's mean GRIFFIN score over
-  the stream's first rows, computed here directly; the run then trains."""
+def _warm_config(tmp_path, tmp_path_factory, mask_kind: str, warm: str, rows: int):
+  """A 2-step CPT run from a tiny HF Llama with train.warm_start=warm over `rows` rows."""
   hf_dir = tiny_model(tmp_path / "hf", "llama", True, None)
-  config = tu.small_config(
+  return tu.small_config(
     tu.shared_data_dir(tmp_path_factory),
     mesh=(1, 1, 1),
     model__init_from=f"hf:{hf_dir}",
@@ -64,9 +61,17 @@ def test_fresh_run_starts_from_the_calibration_static_mask(tmp_path, tmp_path_fa
     cpt__steps=2,
     sft__steps=0,
     train__batch_size=4,
-    train__warm_start="calibration",
-    train__warm_start_rows=6,
+    train__warm_start=warm,
+    train__warm_start_rows=rows,
   )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mask_kind", ["static", "soft_topk"])
+def test_fresh_run_starts_from_the_calibration_static_mask(tmp_path, tmp_path_factory, mask_kind):
+  """The initial masks of a warm-started run are the top k of the LLM's mean GRIFFIN score over
+  the stream's first rows, computed here directly; the run then trains."""
+  config = _warm_config(tmp_path, tmp_path_factory, mask_kind, "calibration", 6)
   trainer = Trainer(config, tmp_path / "run", devices=jax.devices()[:1])
   state, _, _ = trainer.init_or_restore()
   rows = warm_start.calibration_rows(trainer._iterator(trainer.stages[0]), 6)
@@ -138,20 +143,7 @@ def test_griffin_warm_start_makes_the_predictor_reproduce_the_fitted_scores(
   the prompt exactly as the predictor does), the masks differ between inputs, and it trains."""
   from ifp_jax.model.ifp_model import IFPModel
 
-  hf_dir = tiny_model(tmp_path / "hf", "llama", True, None)
-  config = tu.small_config(
-    tu.shared_data_dir(tmp_path_factory),
-    mesh=(1, 1, 1),
-    model__init_from=f"hf:{hf_dir}",
-    model__predictor_init_layers=1,
-    model__mask_kind="soft_topk",
-    model__k=32,
-    cpt__steps=2,
-    sft__steps=0,
-    train__batch_size=4,
-    train__warm_start="griffin",
-    train__warm_start_rows=12,
-  )
+  config = _warm_config(tmp_path, tmp_path_factory, "soft_topk", "griffin", 12)
   trainer = Trainer(config, tmp_path / "run", devices=jax.devices()[:1])
   state, _, _ = trainer.init_or_restore()
   stats = json.loads((tmp_path / "run" / "warm_start.json").read_text())

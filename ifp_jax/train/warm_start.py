@@ -168,7 +168,7 @@ def fit_head_out(
 
   order = np.random.default_rng(seed).permutation(n)
   n_val = max(1, n // 5)
-  val, fit_idx = order[:n_val], order[n_val:] if n - n_val >= 1 else order
+  val, fit_idx = order[:n_val], order[n_val:]  # n >= 2, so both are non-empty
   stats: dict[str, float] = {"inputs": float(n), "heldout_inputs": float(n_val)}
   best = None
   for lam in RIDGE_GRID:
