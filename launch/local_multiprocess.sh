@@ -6,7 +6,8 @@
 #
 # Runs `python -m launch.train ARGS` N times with IFP_COORDINATOR=127.0.0.1:PORT,
 # IFP_NUM_PROCESSES=N, IFP_PROCESS_ID=i (read by ifp_jax/train/distributed.py), JAX_PLATFORMS=cpu and
-# XLA_FLAGS=--xla_force_host_platform_device_count=D; the global mesh has N*D devices.
+# XLA_FLAGS=--xla_force_host_platform_device_count=D (after the caller's other XLA_FLAGS, which
+# are kept); the global mesh has N*D devices.
 # Environment: PYTHON (default .venv/bin/python if present, else python3), IFP_PORT (default: a
 # free port), IFP_LOG_DIR (default: a new temp dir; process i logs to process_i.log there;
 # process 0 is also echoed to stdout), IFP_MODULE (default launch.train).
@@ -35,6 +36,12 @@ mkdir -p "$LOG_DIR"
 echo "[local_multiprocess] $N processes x $D CPU devices, coordinator 127.0.0.1:$PORT," \
      "logs in $LOG_DIR" >&2
 
+# The caller's XLA flags, less any device count (each process gets D).
+BASE_XLA_FLAGS=""
+for f in ${XLA_FLAGS:-}; do
+  case "$f" in --xla_force_host_platform_device_count=*) ;; *) BASE_XLA_FLAGS+="$f " ;; esac
+done
+
 GRACE=${IFP_KILL_GRACE:-20}
 pids=()
 stop_at=""  # once set: SIGTERM sent at this time; SIGKILL whatever still runs GRACE s later
@@ -56,7 +63,7 @@ trap 'echo "[local_multiprocess] signal: stopping all processes" >&2; stop_all; 
 status=0
 for ((i = 0; i < N; i++)); do
   IFP_COORDINATOR="127.0.0.1:$PORT" IFP_NUM_PROCESSES="$N" IFP_PROCESS_ID="$i" \
-  JAX_PLATFORMS=cpu XLA_FLAGS="--xla_force_host_platform_device_count=$D" \
+  JAX_PLATFORMS=cpu XLA_FLAGS="${BASE_XLA_FLAGS}--xla_force_host_platform_device_count=$D" \
   PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" \
     "$PYTHON" -m "$MODULE" "$@" >"$LOG_DIR/process_$i.log" 2>&1 &
   pids+=($!)

@@ -9,7 +9,6 @@ and the pruned export generates in transformers the greedy tokens our pruned mod
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -133,8 +132,8 @@ def test_unsupported_hf_configs_name_the_field(tmp_path, arch, field, value, mat
 
 
 def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
-  env.pop("XLA_FLAGS", None)  # one CPU device is enough (and faster) for a CLI
+  # one CPU device is enough (and faster) for a CLI
+  env = tu.cli_env(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
   return subprocess.run(
     [sys.executable, "-m", module, *args],
     cwd=ROOT,

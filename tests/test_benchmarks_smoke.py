@@ -9,13 +9,13 @@ predictor -> gather -> generate for every variant and print its ratio table.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import re
 import subprocess
 import sys
 
 import pytest
+import train_utils as tu
 
 # Every test here trains a model or spawns processes.
 pytestmark = pytest.mark.slow
@@ -24,8 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _run(script: str, *args: str) -> str:
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one CPU device, as the benchmarks run
+  env = tu.cli_env()  # one CPU device, as the benchmarks run
   proc = subprocess.run(
     [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args],
     cwd=ROOT,
@@ -128,7 +127,7 @@ def test_repro_quick_trains_every_method_and_writes_the_tables(tmp_path):
       f"--json={tmp_path / 'repro.json'}",
     ],
     cwd=ROOT,
-    env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},
+    env=tu.cli_env(),
     capture_output=True,
     text=True,
     timeout=900,
@@ -177,7 +176,7 @@ def test_repro_quick_trains_every_method_and_writes_the_tables(tmp_path):
     capture_output=True,
     text=True,
     timeout=600,
-    env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},
+    env=tu.cli_env(),
   )
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stdout.count("reusing the finished run") == 6

@@ -1,13 +1,13 @@
 """launch.eval end to end on the trained_run fixture, and its errors."""
 
 import json
-import os
 import pathlib
 import shutil
 import subprocess
 import sys
 
 import pytest
+import train_utils as tu
 
 from ifp_jax.evals import suite
 
@@ -126,8 +126,7 @@ def test_incompatible_config(trained_run, tmp_path):
 
 
 def _cli(*args):
-  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
+  env = tu.cli_env(PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
   return subprocess.run(
     [sys.executable, "-m", "launch.eval", *args],
     cwd=REPO,

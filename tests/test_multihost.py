@@ -138,7 +138,7 @@ def launch_two_processes(workdir: pathlib.Path, flags: list[str], tag: str) -> N
     IFP_LOG_DIR=str(logs),
     PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
   )
-  env.pop("XLA_FLAGS", None)  # the launcher sets 4 devices per process
+  env["XLA_FLAGS"] = tu.xla_flags()  # the launcher adds 4 devices per process
   cmd = [
     "bash",
     "launch/local_multiprocess.sh",

@@ -2,12 +2,12 @@
 
 import json
 import math
-import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
+import train_utils as tu
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
     f"--workdir={work}",
     f"--out={out}",
   ]
-  env = dict(os.environ, XLA_FLAGS="")
+  env = tu.cli_env()
   subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=1800)
   record = json.loads((out / "results.json").read_text())
   want = {"full", "random", "calib_static", "griffin", "griffin_dense_prefill"}

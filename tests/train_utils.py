@@ -90,9 +90,23 @@ def assert_close_rel(a: float, b: float, rtol: float, what: str) -> None:
   assert abs(a - b) <= rtol * max(abs(a), abs(b)), f"{what}: {a!r} vs {b!r} (rtol {rtol})"
 
 
+def xla_flags(num_devices: int | None = None) -> str:
+  """XLA_FLAGS for a process a test launches: the session's compile-speed flags (conftest.py)
+  and, when given, a fake CPU device count (None: one device, as users run the CLIs)."""
+  flags = os.environ.get("IFP_JAX_TEST_XLA_FLAGS", "").split()
+  if num_devices is not None:
+    flags.append(f"--xla_force_host_platform_device_count={num_devices}")
+  return " ".join(flags)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+  """os.environ for a one-device subprocess, with the session's XLA flags and `extra`."""
+  return dict(os.environ, XLA_FLAGS=xla_flags(), **extra)
+
+
 def train_env(num_devices: int = 1) -> dict[str, str]:
   env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+  env["XLA_FLAGS"] = xla_flags(num_devices)
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
   return env
