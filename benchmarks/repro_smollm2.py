@@ -362,7 +362,7 @@ def regime_a(cfg, params, tokenizer, held: dict, record: dict) -> dict:
         else:  # the prompt as text (what the predictor reads), the static mask ignores it
           texts = [tokenizer.decode(list(x.ids[: FLAGS.prompt_len])) for x in docs]
         if not v.endswith("_bias"):
-          masks, _ = im.predict_masks(run.ifp, run.params, run.tokenizer, texts, p_len)
+          masks, _ = im.predict_masks(run.ifp, run.params, run.predictor_tokenizer, texts, p_len)
           if v.endswith("_input"):
             overlap[d] = _mask_overlap(np.asarray(masks), run, FLAGS.k)
         nll = domains.continuation_nll(

@@ -19,7 +19,8 @@ pruned     the dense width-k Llama for one instruction or named task (OUT), or f
            SoftTopK values (the training-time soft mask) instead of the binary eval mask.
 predictor  backbone/ (HF Llama) + head.safetensors + predictor_config.json + ifp_predictor.py,
            a torch-only module mapping an instruction to the kept units (and pruning a full
-           transformers Llama with them).
+           transformers Llama with them), + the predictor's own tokenizer files (the LLM's
+           when they share one; a run with data.predictor_tokenizer carries that one).
 
 Outputs are written to OUT.tmp-XXXX and renamed when complete; an existing non-empty OUT needs
 --overwrite. Params are gathered to the host one leaf at a time and written by process 0.
@@ -62,8 +63,8 @@ flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.DEFINE_string(
   "tokenizer",
   None,
-  "Tokenizer spec for the exported files (default: the "
-  "run's); it must give the run's ids, else the export fails.",
+  "Tokenizer spec for the exported files (default: the run's; --what=predictor: the "
+  "predictor's); it must give the run's ids, else the export fails.",
 )
 flags.DEFINE_float(
   "max_shard_mb",

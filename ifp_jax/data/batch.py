@@ -9,8 +9,10 @@ length. CPT (`packing.py`): C = num_chunks - 1, P = T / num_chunks, one segment 
 (`sft.py`, packed by `packing.pack_sft`): C = data.sft_pack (conversations per row; 1 = one
 unpacked), P = max_prompt_len, mask_index = the token's conversation. Padding is marked by
 `loss_weights`, `predictor_lengths` and `segment_ids` (0) only: never test ``ids == pad_id``
-(SmolLM2's pad id is `<|im_end|>`, a real token). Every field is sharded over
-the batch axes on its first dim (`train/sharding.py batch_sharding`).
+(SmolLM2's pad id is `<|im_end|>`, a real token). `predictor_ids` are in the predictor's
+tokenizer (`data.predictor_tokenizer`; the LLM's by default, then P follows the rules above;
+with its own tokenizer P = max_prompt_len in CPT too, `predictor_input.py`). Every field is
+sharded over the batch axes on its first dim (`train/sharding.py batch_sharding`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import numpy as np
 
 Array = Any  # jax.Array or np.ndarray
 PAD_ID = "pad_id"  # pad value placeholder: the tokenizer's pad id
+# The predictor's tokenizer's pad id (the LLM's unless the predictor has its own tokenizer).
+PREDICTOR_PAD_ID = "predictor_pad_id"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +35,7 @@ class Field:
   name: str
   dims: tuple[str, ...]  # symbolic shape, batch dim "B" first
   dtype: type
-  pad: int | float | str  # value of padding rows (PAD_ID: the tokenizer's pad id)
+  pad: int | float | str  # value of padding rows (PAD_ID / PREDICTOR_PAD_ID: a tokenizer's)
   doc: str
 
 
@@ -42,7 +46,11 @@ FIELDS: tuple[Field, ...] = (
   ),
   Field("loss_weights", ("B", "T"), np.float32, 0, "1 where the loss counts, else 0"),
   Field(
-    "predictor_ids", ("B", "C", "P"), np.int32, PAD_ID, "predictor inputs, right-padded (pad_id)"
+    "predictor_ids",
+    ("B", "C", "P"),
+    np.int32,
+    PREDICTOR_PAD_ID,
+    "predictor inputs in the predictor's tokenizer, right-padded (its pad_id)",
   ),
   Field("predictor_lengths", ("B", "C"), np.int32, 1, "valid tokens per predictor input (>= 1)"),
   Field("mask_index", ("B", "T"), np.int32, 0, "in [0, C): whose mask the LLM uses at input t"),
@@ -75,8 +83,8 @@ def _missing(keys, what: str) -> None:
     raise ValueError(f"{what} is missing batch field(s) {missing}; the layout is\n{table()}")
 
 
-def _pad_value(f: Field, pad_id: int) -> int | float:
-  return pad_id if f.pad == PAD_ID else f.pad
+def _pad_value(f: Field, pad_id: int, predictor_pad_id: int) -> int | float:
+  return {PAD_ID: pad_id, PREDICTOR_PAD_ID: predictor_pad_id}.get(f.pad, f.pad)
 
 
 def example(**fields: np.ndarray) -> dict[str, np.ndarray]:
@@ -101,16 +109,25 @@ def example(**fields: np.ndarray) -> dict[str, np.ndarray]:
   return out
 
 
-def pad_rows(batch: Mapping[str, np.ndarray], batch_size: int, pad_id: int) -> dict:
+def pad_rows(
+  batch: Mapping[str, np.ndarray],
+  batch_size: int,
+  pad_id: int,
+  predictor_pad_id: int | None = None,
+) -> dict:
   """A short host batch (fewer than `batch_size` rows) -> `batch_size` rows; the filler rows
-  hold each field's pad value (zero loss, predictor length 1)."""
+  hold each field's pad value (zero loss, predictor length 1; `predictor_pad_id` defaults to
+  `pad_id`, the shared tokenizer's)."""
   _missing(batch, "batch")
   unknown = [k for k in batch if k not in _BY_NAME]
   if unknown:
     raise ValueError(f"batch has unknown field(s) {unknown}; the layout is\n{table()}")
   n = batch_size - batch["input_ids"].shape[0]
+  pred_pad = pad_id if predictor_pad_id is None else predictor_pad_id
   return {
-    k: np.concatenate([v, np.full((n, *v.shape[1:]), _pad_value(_BY_NAME[k], pad_id), v.dtype)])
+    k: np.concatenate(
+      [v, np.full((n, *v.shape[1:]), _pad_value(_BY_NAME[k], pad_id, pred_pad), v.dtype)]
+    )
     for k, v in batch.items()
   }
 

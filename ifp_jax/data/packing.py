@@ -115,11 +115,16 @@ class PackIterDataset(grain.IterDataset):
 _ROW_IDENTITY = ("_source", "_doc")
 
 
-def pack_sft(examples: list[dict[str, Any]], max_segments: int, pad_id: int) -> dict[str, Any]:
+def pack_sft(
+  examples: list[dict[str, Any]],
+  max_segments: int,
+  pad_id: int,
+  predictor_pad_id: int | None = None,
+) -> dict[str, Any]:
   """Formatted SFT examples (`sft.format_sft`, each right-padded to T with `_real_tokens` real
   ones, together at most T) -> one packed row: example i is segment i + 1 (`segment_ids`), its
   tokens read mask i (`mask_index`), its prompt is predictor input i of `max_segments` (unused
-  inputs: one pad token); the counters are summed."""
+  inputs: one pad token, `predictor_pad_id`, default `pad_id`); the counters are summed."""
   if not 1 <= len(examples) <= max_segments:
     raise ValueError(f"pack_sft: {len(examples)} examples for {max_segments} segments")
   seq_len = examples[0]["input_ids"].shape[0]
@@ -131,7 +136,9 @@ def pack_sft(examples: list[dict[str, Any]], max_segments: int, pad_id: int) -> 
     "input_ids": np.full(seq_len, pad_id, np.int32),
     "targets": np.full(seq_len, pad_id, np.int32),
     "loss_weights": np.zeros(seq_len, np.float32),
-    "predictor_ids": np.full((max_segments, p), pad_id, np.int32),
+    "predictor_ids": np.full(
+      (max_segments, p), pad_id if predictor_pad_id is None else predictor_pad_id, np.int32
+    ),
     "predictor_lengths": np.ones(max_segments, np.int32),
     "mask_index": np.zeros(seq_len, np.int32),
     "segment_ids": np.zeros(seq_len, np.int32),
@@ -163,9 +170,15 @@ class _SFTPackIterator(grain.DatasetIterator):
   example, not a buffer: the same later rows after a restore.
   """
 
-  def __init__(self, parent: grain.DatasetIterator, max_segments: int, pad_id: int) -> None:
+  def __init__(
+    self,
+    parent: grain.DatasetIterator,
+    max_segments: int,
+    pad_id: int,
+    predictor_pad_id: int | None = None,
+  ) -> None:
     super().__init__(parent)
-    self._max, self._pad_id = max_segments, pad_id
+    self._max, self._pad_id, self._predictor_pad_id = max_segments, pad_id, predictor_pad_id
     self._waiting: tuple[Any, dict[str, Any]] | None = None  # (parent state before it, example)
 
   def _fetch(self) -> tuple[Any, dict[str, Any]]:
@@ -188,7 +201,7 @@ class _SFTPackIterator(grain.DatasetIterator):
         break
       row.append(nxt[1])
       used += n
-    return pack_sft(row, self._max, self._pad_id)
+    return pack_sft(row, self._max, self._pad_id, self._predictor_pad_id)
 
   def get_state(self) -> dict[str, Any]:
     if self._waiting is None:
@@ -204,14 +217,22 @@ class SFTPackIterDataset(grain.IterDataset):
   """Packs formatted SFT examples into rows of up to `max_segments` conversations (1: one
   example per row, as formatted)."""
 
-  def __init__(self, parent: grain.IterDataset, max_segments: int, pad_id: int) -> None:
+  def __init__(
+    self,
+    parent: grain.IterDataset,
+    max_segments: int,
+    pad_id: int,
+    predictor_pad_id: int | None = None,
+  ) -> None:
     super().__init__(parent)
     if max_segments < 1:
       raise ValueError(f"data.sft_pack={max_segments} must be >= 1 (1 = one example per row)")
-    self._max, self._pad_id = max_segments, pad_id
+    self._max, self._pad_id, self._predictor_pad_id = max_segments, pad_id, predictor_pad_id
 
   def __iter__(self) -> _SFTPackIterator:
-    return _SFTPackIterator(self._parent.__iter__(), self._max, self._pad_id)
+    return _SFTPackIterator(
+      self._parent.__iter__(), self._max, self._pad_id, self._predictor_pad_id
+    )
 
   def __str__(self) -> str:
     return f"SFTPackIterDataset(max_segments={self._max})"

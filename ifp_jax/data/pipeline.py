@@ -22,6 +22,9 @@ since its last call (distinct documents, largest share of rows one document supp
 
 Replay: an SFT stage may list `text` sources; their rows are CPT rows (packed, chunk routing)
 mixed into the SFT batches by weight, with predictor inputs padded to a common length.
+
+A predictor with its own tokenizer (`predictor_tokenizer`): SFT prompts are encoded with it and
+each CPT chunk's text is re-encoded with it (`predictor_input.py`), P = max_prompt_len.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import grain
 import ml_collections
 import numpy as np
 
-from ifp_jax.data import builders, packing, sft, sources
+from ifp_jax.data import builders, packing, predictor_input, sft, sources
 from ifp_jax.data.batch import pad_rows
 from ifp_jax.data.tokenization import Tokenizer
 
@@ -65,6 +68,9 @@ def default_data_config() -> ml_collections.ConfigDict:
   """The documented data schema; experiment configs override fields of it."""
   c = ml_collections.ConfigDict()
   c.tokenizer = "bytes"  # load_tokenizer spec: "bytes" | "smollm2" | "gguf:P" | "hf:P" | "spm:P"
+  # With its own tokenizer the predictor reads every text re-encoded with it (SFT prompts, CPT
+  # chunks as text, instructions at inference) at length max_prompt_len (data/predictor_input.py).
+  c.predictor_tokenizer = ""  # spec; "" = model.predictor_init_from's own, else data.tokenizer
   c.data_dir = ""  # TFDS dir of built sources; "" -> $IFP_JAX_DATA_DIR or ~/.cache/ifp_jax/tfds
   c.num_chunks = 2  # CPT: chunks K per row (seq_len % K == 0); C = K-1 predictor inputs of T/K
   c.max_prompt_len = 64  # SFT: predictor input length P (first user message, longer ones cut)
@@ -187,6 +193,22 @@ def _pad_predictor(
   return {**example, "predictor_ids": ids, "predictor_lengths": lengths}
 
 
+def predictor_input_len(
+  data_cfg: ml_collections.ConfigDict,
+  kind: str,
+  seq_len: int,
+  replay: bool = False,
+  own_tokenizer: bool = False,
+) -> int:
+  """P of a stage's rows (data/batch.py): CPT T / num_chunks (its own tokenizer: the chunk's
+  text re-encoded, max_prompt_len), SFT max_prompt_len; replay pads both to the longer."""
+  prompt = int(data_cfg.max_prompt_len)
+  cpt = prompt if own_tokenizer else seq_len // int(data_cfg.num_chunks)
+  if kind == "cpt":
+    return cpt
+  return max(prompt, cpt) if replay else prompt
+
+
 def _source_seed(seed: int, index: int) -> int:
   return (seed * 1_000_003 + index * 7_919 + 17) % (2**31 - 1)
 
@@ -201,9 +223,11 @@ class DataIterator:
     batch_size: int,
     pad_id: int,
     static_stats: dict[str, Any],
+    predictor_pad_id: int | None = None,
   ) -> None:
     self._it = iter(dataset)
     self._names, self._batch_size, self._pad_id = names, batch_size, pad_id
+    self._predictor_pad_id = predictor_pad_id
     self._static = static_stats
     self._counts = {
       "batches": 0,
@@ -264,7 +288,7 @@ class DataIterator:
 
   def _pad(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Last partial batch of a finite iterator: filler rows with zero loss."""
-    return pad_rows(batch, self._batch_size, self._pad_id)
+    return pad_rows(batch, self._batch_size, self._pad_id, self._predictor_pad_id)
 
   def get_state(self) -> dict[str, Any]:
     return json.loads(
@@ -292,13 +316,17 @@ def build_iterator(
   seed: int = 0,
   split: str | None = None,
   num_epochs: int | None = None,
+  predictor_tokenizer: Tokenizer | None = None,
 ) -> DataIterator:
   """Per-host iterator of `batch_size` rows of `seq_len` tokens for stage `kind` ("cpt"|"sft").
 
   `split` overrides every source's configured split (e.g. "eval"); `num_epochs=None` repeats
   forever, otherwise the iterator stops after that many passes (last batch padded with
   zero-loss rows; with several sources it stops when the first one runs out).
+  `predictor_tokenizer` (None or `tokenizer`: shared) encodes every predictor input.
   """
+  ptok = predictor_tokenizer or tokenizer
+  own = ptok is not tokenizer
   if kind not in ("cpt", "sft"):
     raise ValueError(f"kind must be 'cpt' or 'sft', got {kind!r}")
   if not 0 <= process_index < process_count:
@@ -318,7 +346,7 @@ def build_iterator(
   if replay and seq_len % 2:
     raise ValueError(f"CPT replay in SFT needs an even seq_len, got {seq_len}")
   # Predictor input length of every row (replay: CPT chunks and SFT prompts padded to one P).
-  pred_len = max(data_cfg.max_prompt_len, seq_len // 2) if replay else 0
+  pred_len = predictor_input_len(data_cfg, kind, seq_len, True, own) if replay else 0
   sft_inputs = int(data_cfg.get("sft_pack", 1)) if kind == "sft" else 0  # C of an SFT row
   read = grain.ReadOptions(
     num_threads=data_cfg.read_threads, prefetch_buffer_size=data_cfg.prefetch
@@ -367,20 +395,20 @@ def build_iterator(
           _doc_id(r),
         )
       ).to_iter_dataset(read)
-      it = packing.PackIterDataset(it, seq_len, with_doc=True).map(
-        lambda row_doc, i=index: _pad_predictor(
-          {
-            **packing.route_cpt_row(row_doc[0], data_cfg.num_chunks),
-            "_source": np.int32(i),
-            "_doc": row_doc[1],
-            **{k: np.int32(0) for k in _COUNTERS},
-            "_real_tokens": np.int32(seq_len),
-          },
-          pred_len,
-          tokenizer.pad_id,
-          sft_inputs,
-        )
-      )
+
+      def routed(row_doc, i=index):
+        ex = {
+          **packing.route_cpt_row(row_doc[0], data_cfg.num_chunks),
+          "_source": np.int32(i),
+          "_doc": row_doc[1],
+          **{k: np.int32(0) for k in _COUNTERS},
+          "_real_tokens": np.int32(seq_len),
+        }
+        if own:  # the predictor reads the chunk's text in its own tokens
+          ex = predictor_input.retokenize_chunks(ex, tokenizer, ptok, data_cfg.max_prompt_len)
+        return _pad_predictor(ex, pred_len, ptok.pad_id, sft_inputs)
+
+      it = packing.PackIterDataset(it, seq_len, with_doc=True).map(routed)
       if data_cfg.shuffle and data_cfg.shuffle_window > 0:
         it = grain.experimental.WindowShuffleIterDataset(
           it, window_size=data_cfg.shuffle_window, seed=sseed
@@ -395,17 +423,18 @@ def build_iterator(
             seq_len=seq_len,
             max_prompt_len=data_cfg.max_prompt_len,
             policy=data_cfg.truncate,
+            predictor_tokenizer=ptok,
           ),
           "_source": np.int32(i),
           "_doc": np.int64(-1),
         }
       ).to_iter_dataset(read)
-      it = packing.SFTPackIterDataset(it, sft_inputs, tokenizer.pad_id)
+      it = packing.SFTPackIterDataset(it, sft_inputs, tokenizer.pad_id, ptok.pad_id)
       if replay:
-        it = it.map(lambda ex: _pad_predictor(ex, pred_len, tokenizer.pad_id))
+        it = it.map(lambda ex: _pad_predictor(ex, pred_len, ptok.pad_id))
     datasets.append(it)
     names.append(name)
     weights.append(float(src["weight"]))
   mixed = datasets[0] if len(datasets) == 1 else grain.IterDataset.mix(datasets, weights)
   batched = mixed.batch(batch_size, drop_remainder=num_epochs is None)
-  return DataIterator(batched, names, batch_size, tokenizer.pad_id, static)
+  return DataIterator(batched, names, batch_size, tokenizer.pad_id, static, ptok.pad_id)

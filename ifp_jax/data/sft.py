@@ -10,7 +10,8 @@ Too long (n > T+1) -> truncated and counted (`_truncated`):
   * ``"left_prompt"``: drop tokens from the start of the sequence, never past the token before
     the first assistant output token; if still too long, cut the end;
   * ``"right"``: cut the end.
-Predictor input (C = 1): the first user message's content, encoded without any chat markup,
+Predictor input (C = 1): the first user message's content, encoded without any chat markup
+(with the predictor's own tokenizer if it has one, `predictor_input.py`),
 cut to its first `max_prompt_len` tokens (counted in `_prompt_truncated`), right-padded;
 an empty prompt becomes the single token EOS (lengths are always >= 1). ``mask_index`` is 0,
 ``segment_ids`` 1 on the n real tokens (0 on padding), ``_real_tokens`` = n. Rows of several
@@ -24,6 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ifp_jax.data.batch import example
+from ifp_jax.data.predictor_input import encode_prompt
 from ifp_jax.data.tokenization import Tokenizer
 
 TRUNCATION_POLICIES = ("left_prompt", "right")
@@ -71,10 +73,11 @@ def format_sft(
   seq_len: int,
   max_prompt_len: int,
   policy: str = "left_prompt",
+  predictor_tokenizer: Tokenizer | None = None,
 ) -> dict[str, np.ndarray]:
   """One SFT example (data/batch.py fields): input_ids/targets/loss_weights/mask_index [T],
   predictor_ids [1, P], predictor_lengths [1], and counters `_truncated`, `_prompt_truncated`,
-  `_no_loss` (int32)."""
+  `_no_loss` (int32). The prompt is encoded with `predictor_tokenizer` (default: `tok`)."""
   ids, is_output = encode_conversation(tok, messages)
   ids, is_output, truncated = truncate(ids, is_output, seq_len + 1, policy)
   n = len(ids) - 1
@@ -84,20 +87,19 @@ def format_sft(
   input_ids[:n], targets[:n] = ids[:-1], ids[1:]
   loss_weights[:n] = np.asarray(is_output[1:], np.float32)
 
-  prompt = tok.encode(first_user_content(messages)) or [tok.eos_id]
-  predictor_ids = np.full((1, max_prompt_len), tok.pad_id, np.int32)
-  kept = prompt[:max_prompt_len]
-  predictor_ids[0, : len(kept)] = kept
+  prompt, prompt_len, prompt_cut = encode_prompt(
+    predictor_tokenizer or tok, first_user_content(messages), max_prompt_len
+  )
   return example(
     input_ids=input_ids,
     targets=targets,
     loss_weights=loss_weights,
-    predictor_ids=predictor_ids,
-    predictor_lengths=np.array([len(kept)], np.int32),
+    predictor_ids=prompt[None],
+    predictor_lengths=np.array([prompt_len], np.int32),
     mask_index=np.zeros(seq_len, np.int32),
     segment_ids=(np.arange(seq_len) < n).astype(np.int32),
     _real_tokens=np.int32(n),
     _truncated=np.int32(truncated),
-    _prompt_truncated=np.int32(len(prompt) > max_prompt_len),
+    _prompt_truncated=np.int32(prompt_cut),
     _no_loss=np.int32(not loss_weights.any()),
   )

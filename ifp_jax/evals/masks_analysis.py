@@ -107,7 +107,7 @@ def domain_masks(
   for dom, prompts in prompts_by_domain.items():
     parts = [
       instruct_masks.predict_masks(
-        run.ifp, run.params, run.tokenizer, list(prompts[i : i + batch]), max_len
+        run.ifp, run.params, run.predictor_tokenizer, list(prompts[i : i + batch]), max_len
       )[0]
       for i in range(0, len(prompts), batch)
     ]

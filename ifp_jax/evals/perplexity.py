@@ -88,6 +88,7 @@ def held_out_batches(ctx: common.EvalContext, rows: int) -> list[dict[str, np.nd
         batch_size=ctx.batch_size,
         rows=rows,
         seed=int(cfg.get("seed", 0)),
+        predictor_tokenizer=ref.predictor_tokenizer,
       )
     except ValueError as e:
       raise ValueError(f"{ref.workdir}: no held-out CPT data ({e})") from e
@@ -104,19 +105,20 @@ def _masks(
   if runner.mode == "full" or not ifp.has_masks:
     return None, None
   b = batch["input_ids"].shape[0]
-  if runner.mode == "griffin":
-    ids, lengths = np.asarray(batch["predictor_ids"]), np.asarray(batch["predictor_lengths"])
-    flat_ids, flat_len = ids.reshape(-1, ids.shape[-1]), lengths.reshape(-1)
-    rows = [r[: max(int(n), 1)].tolist() for r, n in zip(flat_ids, flat_len)]
+  if runner.mode == "griffin":  # the LLM prefills each chunk's own tokens: targets (packing.py)
+    targets, c = np.asarray(batch["targets"]), batch["predictor_ids"].shape[1]
+    p = targets.shape[1] // (c + 1)
+    chunks = targets[:, : c * p].reshape(b, c, p)
+    rows = [r.tolist() for r in chunks.reshape(-1, p)]
     units = griffin.griffin_units(
       ifp.llm, run.params["llm"], rows, ifp.k, pad_id=runner.tokenizer.pad_id
     )
     masks = griffin.units_to_mask(units, ifp.llm.intermediate_size)
-    return masks.reshape(*ids.shape[:-1], *masks.shape[1:]), batch["mask_index"]
+    return masks.reshape(b, c, *masks.shape[1:]), batch["mask_index"]
   if runner.mode == "per_task" or not ifp.uses_predictor:
     text = ctx.instruction("cpt")
     masks, _ = instruct_masks.predict_masks(
-      ifp, run.params, runner.tokenizer, [text], instruct_masks.max_prompt_len(run.meta)
+      ifp, run.params, run.predictor_tokenizer, [text], instruct_masks.max_prompt_len(run.meta)
     )
     return np.broadcast_to(masks, (b, *masks.shape[1:])), None
   masks = _chunk_masks_fn(ifp)(

@@ -1,7 +1,8 @@
 """Instruction -> kept FFN units: the predictor half of pruned inference and export.
 
 The predictor reads the instruction exactly as in SFT training (`data/sft.py`): the raw tokens
-of the first user message, no chat template, cut to `max_prompt_len`, right-padded. Eval masks
+of the first user message in the predictor's tokenizer (`LoadedRun.predictor_tokenizer`: its
+own, or the LLM's), no chat template, cut to `max_prompt_len`, right-padded. Eval masks
 are deterministic (hard top-k of the scores / log-alphas; the static mask for `static`).
 
 Named tasks (`--task=NAME`) resolve through `task_instruction`: every skill of the built-in

@@ -164,7 +164,7 @@ class PrunedRunner:
     todo = list(dict.fromkeys(t for t in instructions if t not in self._kept_cache))
     if todo:
       idx = instruct_masks.kept_units(
-        self.run.ifp, self.run.params, self.tokenizer, todo, self.max_prompt_len
+        self.run.ifp, self.run.params, self.run.predictor_tokenizer, todo, self.max_prompt_len
       )
       self.predictor_calls += len(todo)
       self._kept_cache.update(zip(todo, idx))

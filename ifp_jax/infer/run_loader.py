@@ -1,7 +1,8 @@
 """Load a trained run (a launch.train WORKDIR) for eval, generation and export.
 
-The checkpoint's JSON metadata holds the IFP config and tokenizer spec the run was trained with,
-so a WORKDIR is self-describing: no config file is needed to read it back.
+The checkpoint's JSON metadata holds the IFP config and the tokenizer specs (the LLM's and the
+predictor's) the run was trained with, so a WORKDIR is self-describing: no config file is
+needed to read it back.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ class LoadedRun:
   params: Any  # IFPModel params (the 'model' sub-tree of the train state), unboxed
   tokenizer: Tokenizer
   meta: dict  # the checkpoint's metadata (config, stage, ...)
+  # What the predictor reads text with (`meta['predictor_tokenizer']`); the LLM's when shared.
+  predictor_tokenizer: Tokenizer | None = None
+
+  def __post_init__(self):
+    self.predictor_tokenizer = self.predictor_tokenizer or self.tokenizer
 
 
 def checkpoint_dir(workdir: str | pathlib.Path) -> pathlib.Path:
@@ -52,6 +58,19 @@ def ifp_config_from_meta(meta: dict, source: str = "checkpoint metadata") -> IFP
     ) from e
 
 
+def read_meta(workdir: str | pathlib.Path, step: int | None = None) -> dict:
+  """The JSON metadata of the latest (or `step`) checkpoint of a training run (no arrays)."""
+  ckpt = checkpoint_dir(workdir)
+  manager = Checkpointer(ckpt, async_save=False, writable=False)
+  try:
+    available = manager.manager.all_steps()
+    if step is not None and step not in available:
+      raise FileNotFoundError(f"{ckpt} has no step {step}; available: {sorted(available)}")
+    return manager.read_meta(step)
+  finally:
+    manager.close()
+
+
 def load_run(
   workdir: str | pathlib.Path, step: int | None = None, mesh=None, dtype: str | None = None
 ) -> LoadedRun:
@@ -61,14 +80,7 @@ def load_run(
   compute dtype (e.g. 'float32' for exact comparisons with PyTorch).
   """
   ckpt = checkpoint_dir(workdir)
-  manager = Checkpointer(ckpt, async_save=False, writable=False)
-  try:
-    available = manager.manager.all_steps()
-    if step is not None and step not in available:
-      raise FileNotFoundError(f"{ckpt} has no step {step}; available: {sorted(available)}")
-    meta = manager.read_meta(step)
-  finally:
-    manager.close()
+  meta = read_meta(ckpt.parent, step)
   ifp = ifp_config_from_meta(meta, f"{ckpt}/{meta.get('step', step)}/meta")
   if dtype is not None:
     ifp = dataclasses.replace(
@@ -85,11 +97,15 @@ def load_run(
     shardings,
   )
   params, meta = restore_params(ckpt, {"model": abstract}, step)
+  tokenizer = load_tokenizer(meta["tokenizer"])
+  # Runs before predictors had their own tokenizer stored none: they shared the LLM's.
+  pred_spec = meta.get("predictor_tokenizer") or meta["tokenizer"]
   return LoadedRun(
     workdir=ckpt.parent,
     step=int(meta["step"]),
     ifp=ifp,
     params=params["model"],
-    tokenizer=load_tokenizer(meta["tokenizer"]),
+    tokenizer=tokenizer,
     meta=meta,
+    predictor_tokenizer=tokenizer if pred_spec == meta["tokenizer"] else load_tokenizer(pred_spec),
   )

@@ -61,6 +61,22 @@ def parse_spec(spec: str, flag: str = "model") -> tuple[str, pathlib.Path | None
   )
 
 
+def tokenizer_spec_of(spec: str, flag: str = "model") -> str | None:
+  """The load_tokenizer spec of the model's own tokenizer, without loading weights (paths made
+  absolute: the spec is stored in checkpoint metadata); None if it ships none."""
+  kind, path = parse_spec(spec, flag)
+  if kind == "smollm2":
+    return "smollm2"
+  path = path.absolute()
+  if kind == "gguf":
+    return f"gguf:{path}"
+  if kind == "hf":
+    return f"hf:{path}" if (path / "tokenizer.json").is_file() else None
+  from ifp_jax.infer.run_loader import read_meta
+
+  return read_meta(path)["tokenizer"]
+
+
 def resolve_model(spec: str, flag: str = "model") -> ResolvedModel:
   """Loads the decoder named by `spec` (weights on the host, f32)."""
   import json
@@ -76,8 +92,7 @@ def resolve_model(spec: str, flag: str = "model") -> ResolvedModel:
     cfg = LlamaConfig.from_hf_dict(hf_cfg, source=str(path))
     params = hf_io.hf_to_params(cfg, state, source=str(path))
     special = {k: v for k, v in gguf_io.gguf_special_ids(path).items() if k != "unk"}
-    tok = "smollm2" if kind == "smollm2" else f"gguf:{path}"
-    return ResolvedModel(spec, kind, path, cfg, params, tok, special)
+    return ResolvedModel(spec, kind, path, cfg, params, tokenizer_spec_of(spec, flag), special)
   if kind == "hf":
     cfg, params = hf_io.load_hf_dir(path)
     special: dict[str, Any] = {}
@@ -91,8 +106,7 @@ def resolve_model(spec: str, flag: str = "model") -> ResolvedModel:
             if d.get(f"{k}_token_id") is not None
           }
         )
-    tok = f"hf:{path}" if (path / "tokenizer.json").is_file() else None
-    return ResolvedModel(spec, kind, path, cfg, params, tok, special)
+    return ResolvedModel(spec, kind, path, cfg, params, tokenizer_spec_of(spec, flag), special)
   import jax
   import numpy as np
 

@@ -6,7 +6,7 @@ copies this file verbatim into the export directory as `ifp_predictor.py`, next 
   backbone/               HF Llama directory of the predictor's decoder backbone
   head.safetensors        head_in.{weight,bias} [hidden, d], head_out.{weight,bias} [L*d_ff, hidden]
   predictor_config.json   num_layers, d_ff, k, head_activation, score_offset, max_prompt_len, ...
-  tokenizer.json, tokenizer_config.json
+  tokenizer.json, tokenizer_config.json   the predictor's own tokenizer (the LLM's if shared)
 
 Computation (the same as ifp_jax's predictor at eval):
   ids = tokenizer(instruction, add_special_tokens=False)[:max_prompt_len]  (no chat template)

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from ifp_jax.data import batch as batch_layout
+from ifp_jax.data.pipeline import predictor_input_len
 from ifp_jax.train import sharding, validate
 from ifp_jax.train.state import BATCH_NDIMS, abstract_state, compile_steps
 
@@ -91,19 +92,22 @@ def count(tree: Any) -> int:
   return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
 
 
-def abstract_batch(config, stage: str, mesh) -> dict[str, jax.ShapeDtypeStruct]:
+def abstract_batch(
+  config, stage: str, mesh, own_predictor_tokenizer: bool = False
+) -> dict[str, jax.ShapeDtypeStruct]:
   """The trainer's global batch for `stage` as ShapeDtypeStructs (ifp_jax/data/batch.py)."""
   b, t = int(config.train.batch_size), int(config.train.seq_len)
   if stage == "cpt":
-    c, p = int(config.data.num_chunks) - 1, t // int(config.data.num_chunks)
+    c = int(config.data.num_chunks) - 1
+    replay = False
   elif stage == "sft":
-    c, p = int(config.data.get("sft_pack", 1)), int(config.data.max_prompt_len)
+    c = int(config.data.get("sft_pack", 1))
     sources = config.data.sft.sources
     sources = sources.values() if hasattr(sources, "values") else sources
-    if any(src["kind"] == "text" for src in sources):  # CPT replay: P of both rows
-      p = max(p, t // 2)
+    replay = any(src["kind"] == "text" for src in sources)  # CPT replay: P of both rows
   else:
     raise ValueError(f"stage must be 'cpt' or 'sft', got {stage!r}")
+  p = predictor_input_len(config.data, stage, t, replay, own_predictor_tokenizer)
   return batch_layout.abstract(
     {"B": b, "T": t, "C": c, "P": p}, functools.partial(sharding.batch_sharding, mesh)
   )
@@ -131,7 +135,8 @@ def compile_train_step(config, *, stage: str = "cpt", process_count: int = 1) ->
       train, _ = compile_steps(
         step_cfg, trainer.tx, trainer.lr_fns, shardings, trainer.mesh, BATCH_NDIMS
       )
-      batch = abstract_batch(config, stage, trainer.mesh)
+      own = trainer.predictor_tokenizer is not trainer.tokenizer
+      batch = abstract_batch(config, stage, trainer.mesh, own)
       t0 = time.perf_counter()
       compiled = train.lower(abstract, batch).compile()
       seconds = time.perf_counter() - t0

@@ -32,9 +32,16 @@ def default_config() -> ml_collections.ConfigDict:
   # (HF Llama / Qwen2 / Qwen3 dir) | a launch.train WORKDIR
   m.init_from = ""
   m.llm = llama_fields()  # architecture when init_from == ""; vocab_size 0 -> tokenizer's
-  # Predictor backbone: >0 -> the first N layers of the LLM (architecture and weights);
-  # 0 -> `model.predictor` architecture, randomly initialised.
-  m.predictor_init_layers = 0
+  # Predictor backbone (ifp_jax/train/predictor_source.py):
+  #   predictor_init_from ""   -> from the LLM, sharing its tokenizer: predictor_init_layers > 0
+  #                               = the LLM's first N layers (architecture and weights), 0 = the
+  #                               `model.predictor` architecture, randomly initialised;
+  #   predictor_init_from SPEC -> a model of its own (a model spec, as init_from): its first
+  #                               predictor_init_layers layers (0 = all) with its architecture,
+  #                               vocab and weights, reading text with data.predictor_tokenizer
+  #                               ("" = the tokenizer that comes with SPEC).
+  m.predictor_init_from = ""  # "" (from the LLM) or a model spec, as init_from
+  m.predictor_init_layers = 0  # see above (with predictor_init_from: 0 = all its layers)
   m.predictor = llama_fields(
     hidden_size=32,
     intermediate_size=64,

@@ -33,9 +33,11 @@ def held_out_sample(
   process_index: int = 0,
   process_count: int = 1,
   split: str = "eval",
+  predictor_tokenizer: Tokenizer | None = None,
 ) -> list[Batch]:
   """Up to `rows` rows (this host's share: batches of `batch_size`) of the `kind` eval split (or
-  `split`); all of it if smaller. Raises ValueError when a source has no such split."""
+  `split`); all of it if smaller (predictor inputs in `predictor_tokenizer`, default the
+  shared one). Raises ValueError when a source has no such split."""
   it = build_iterator(
     data_cfg,
     tokenizer,
@@ -47,6 +49,7 @@ def held_out_sample(
     seed=seed,
     split=split,
     num_epochs=1,
+    predictor_tokenizer=predictor_tokenizer,
   )
   batches: list[Batch] = []
   taken = 0

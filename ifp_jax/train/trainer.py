@@ -23,9 +23,17 @@ import ml_collections
 from ifp_jax.data.pipeline import build_iterator
 from ifp_jax.data.tokenization import Tokenizer, load_tokenizer
 from ifp_jax.model.config import LlamaConfig
-from ifp_jax.model.ifp_model import IFPConfig
-from ifp_jax.model.predictor import backbone_from_llm
-from ifp_jax.train import distributed, heldout, optim, run_files, sharding, validate, warm_start
+from ifp_jax.model.ifp_model import IFPConfig, mask_kind
+from ifp_jax.train import (
+  distributed,
+  heldout,
+  optim,
+  predictor_source,
+  run_files,
+  sharding,
+  validate,
+  warm_start,
+)
 from ifp_jax.train.checkpointing import Checkpointer
 from ifp_jax.train.config import build_ifp_config, default_config, llama_from_fields
 from ifp_jax.train.metrics import MetricsLogger, plot_loss_curves
@@ -73,10 +81,15 @@ def load_pretrained(spec: str) -> tuple[LlamaConfig, dict]:
   return model.cfg, model.params
 
 
-def resolve_models(config, tokenizer: Tokenizer) -> tuple[IFPConfig, dict | None]:
-  """(IFPConfig, pretrained numpy weights or None) from the config and the tokenizer."""
+def resolve_models(
+  config, tokenizer: Tokenizer, predictor_tokenizer: Tokenizer | None = None
+) -> tuple[IFPConfig, dict | None]:
+  """(IFPConfig, pretrained numpy weights or None) from the config and the tokenizers
+  (`predictor_tokenizer` None: the one the config names, `predictor_source`)."""
   m = config.model
+  predictor_source.check(config)
   pretrained = None
+  llm_params = None
   if m.init_from:
     llm, llm_params = load_pretrained(m.init_from)
     pretrained = {"llm": llm_params}
@@ -90,18 +103,16 @@ def resolve_models(config, tokenizer: Tokenizer) -> tuple[IFPConfig, dict | None
     if vocab < tokenizer.vocab_size:
       raise ValueError(f"model.llm.vocab_size={vocab} < tokenizer vocab {tokenizer.vocab_size}")
     llm = llama_from_fields(m.llm, vocab_size=vocab)
-  if m.predictor_init_layers > 0:
-    predictor = llm.replace(num_hidden_layers=int(m.predictor_init_layers))
-    if pretrained is not None:
-      pretrained["predictor"] = {
-        "backbone": backbone_from_llm(pretrained["llm"], m.predictor_init_layers)
-      }
-  else:
-    predictor = llama_from_fields(m.predictor, vocab_size=llm.vocab_size)
-  ifp = build_ifp_config(config, llm, predictor)
-  if not ifp.uses_predictor and pretrained is not None:
-    pretrained.pop("predictor", None)
-  return ifp, pretrained
+  predictor = backbone = None
+  if mask_kind(m.mask_kind).uses_predictor:
+    if predictor_tokenizer is None:
+      predictor_tokenizer = predictor_source.load_predictor_tokenizer(config, tokenizer)
+    predictor, backbone = predictor_source.backbone(
+      config, llm, llm_params, tokenizer, predictor_tokenizer
+    )
+  if backbone is not None:
+    pretrained = {**(pretrained or {}), "predictor": {"backbone": backbone}}
+  return build_ifp_config(config, llm, predictor), pretrained
 
 
 def _round_up(x: int, m: int) -> int:
@@ -131,8 +142,11 @@ class Trainer:
     # config.json is written by run(), after validation and restore (a refused launch keeps
     # the run's record of its config).
     self.tokenizer = load_tokenizer(config.data.tokenizer)
+    # What the predictor reads text with: `self.tokenizer` itself unless it has its own.
+    self.predictor_tokenizer_spec = predictor_source.tokenizer_spec(config)
+    self.predictor_tokenizer = predictor_source.load_predictor_tokenizer(config, self.tokenizer)
     self.mesh = sharding.make_mesh(tuple(config.mesh), devices)
-    ifp, self.pretrained = resolve_models(config, self.tokenizer)
+    ifp, self.pretrained = resolve_models(config, self.tokenizer, self.predictor_tokenizer)
     ifp = dataclasses.replace(
       ifp,
       llm=sharding.cpu_safe_unroll(ifp.llm, self.mesh),
@@ -263,6 +277,7 @@ class Trainer:
       seed=self.config.seed,
       split=split,
       num_epochs=num_epochs,
+      predictor_tokenizer=self.predictor_tokenizer,
     )
 
   def _meta(self, step: int, stage: Stage) -> dict:
@@ -273,6 +288,7 @@ class Trainer:
       "config": json.loads(self.config.to_json_best_effort()),
       "ifp": self.ifp.to_dict(),
       "tokenizer": self.config.data.tokenizer,
+      "predictor_tokenizer": self.predictor_tokenizer_spec,
     }
 
   def _save(self, step, state, stage, it, force=False, metrics=None):
@@ -496,6 +512,7 @@ class Trainer:
           seed=self.config.seed,
           process_index=jax.process_index(),
           process_count=jax.process_count(),
+          predictor_tokenizer=self.predictor_tokenizer,
         )
       except ValueError as e:  # e.g. a source without an eval split
         log.warning("no held-out eval for stage %s: %s", name, e)

@@ -92,6 +92,8 @@ def _decoder_fields(config, which: str) -> tuple[str, str]:
   if which == "llm":
     note = f"shape from model.init_from={m.init_from!r}" if m.init_from else ""
     return "model.llm", note
+  if m.get("predictor_init_from", ""):
+    return "model.predictor", f"shape from model.predictor_init_from={m.predictor_init_from!r}"
   if int(m.predictor_init_layers) > 0:
     src = f"model.init_from={m.init_from!r}" if m.init_from else "model.llm"
     return "model.llm", f"predictor = first model.predictor_init_layers LLM layers, from {src}"
@@ -147,7 +149,9 @@ def check(
   if ifp.predictor is not None:
     prefix, note = _decoder_fields(config, "predictor")
     pred: list[Problem] = []
-    _check_decoder(pred, ifp.predictor, prefix, note, sizes, vocab=False)  # vocab = the LLM's
+    # A predictor of the LLM's vocab shares its check; its own vocab is checked here.
+    own_vocab = ifp.predictor.vocab_size != ifp.llm.vocab_size
+    _check_decoder(pred, ifp.predictor, prefix, note, sizes, vocab=own_vocab)
     known = {p.field for p in problems}
     problems += [p for p in pred if p.field not in known]  # predictor = LLM layers: say it once
   if ifp.has_masks:
@@ -252,8 +256,10 @@ def check_values(config, ifp: IFPConfig) -> list[Problem]:
       need(
         "model.predictor_init_layers",
         config.model.predictor_init_layers,
-        int(config.model.predictor_init_layers) >= 1,
-        ">= 1 for train.warm_start='griffin' (the head is fitted to the pretrained backbone)",
+        int(config.model.predictor_init_layers) >= 1
+        or bool(config.model.get("predictor_init_from", "")),
+        ">= 1 (or model.predictor_init_from set) for train.warm_start='griffin' (the head is "
+        "fitted to a pretrained backbone)",
       )
     need("train.warm_start_rows", t.warm_start_rows, int(t.warm_start_rows) >= 1, ">= 1")
     v = float(t.warm_start_scale)

@@ -190,7 +190,7 @@ def select_units(
       f"has {ifp.mask_kind!r}, whose eval masks are binary"
     )
   masks, scores = predict_masks(
-    ifp, src.params, src.tokenizer, list(instructions), src.max_prompt_len
+    ifp, src.params, src.predictor_tokenizer, list(instructions), src.max_prompt_len
   )
   units = np.asarray(kept_indices(masks, ifp.k))
   scale = None
@@ -308,10 +308,11 @@ def export_predictor(
   # The backbone never computes logits (no lm_head): tie so HF reads it as a complete Llama.
   backbone_cfg = ifp.predictor.replace(tie_word_embeddings=True)
   with atomic_dir(out, overwrite) as tmp:
-    spec = tokenizer_spec or src.tokenizer_spec
+    # The predictor's own tokenizer (the LLM's when shared): what ifp_predictor.py reads with.
+    spec = tokenizer_spec or src.predictor_tokenizer_spec
     if is_writer():
       hf_tokenizer.write_tokenizer_files(spec, tmp, backbone_cfg.max_position_embeddings)
-      hf_tokenizer.verify_tokenizer(tmp, src.tokenizer, backbone_cfg.vocab_size)
+      hf_tokenizer.verify_tokenizer(tmp, src.predictor_tokenizer, backbone_cfg.vocab_size)
       (tmp / "backbone").mkdir()
     files = write_llama_weights(
       backbone_cfg,
@@ -343,7 +344,7 @@ def export_predictor(
         "head_hidden": ifp.head.hidden,
         "head_activation": ifp.head.activation,
         "max_prompt_len": src.max_prompt_len,
-        "pad_token_id": src.tokenizer.pad_id,
+        "pad_token_id": src.predictor_tokenizer.pad_id,
       },
     )
     write_json(

@@ -1,5 +1,6 @@
-"""What an export reads: an IFP model (config + params), its tokenizer and the predictor's
-input length, from a trained run or built around real SmolLM2 weights.
+"""What an export reads: an IFP model (config + params), its tokenizers (the LLM's and the
+predictor's, the same one unless the predictor has its own) and the predictor's input length,
+from a trained run or built around real SmolLM2 weights.
 
 `from_run(workdir)` loads a launch.train WORKDIR (f32 compute: the exported model is compared
 with transformers in f32, and unit selection must not depend on a bf16 rounding).
@@ -32,6 +33,13 @@ class ExportSource:
   tokenizer_spec: str  # load_tokenizer spec, e.g. 'bytes', 'smollm2', 'hf:PATH'
   max_prompt_len: int  # predictor input length (instructions are cut to it)
   provenance: dict  # written to export_info.json
+  # What the predictor reads instructions with (its own tokenizer, or None: the LLM's).
+  predictor_tokenizer: Tokenizer | None = None
+  predictor_tokenizer_spec: str | None = None
+
+  def __post_init__(self):
+    self.predictor_tokenizer = self.predictor_tokenizer or self.tokenizer
+    self.predictor_tokenizer_spec = self.predictor_tokenizer_spec or self.tokenizer_spec
 
 
 def from_run(workdir, step: int | None = None, mesh=None) -> ExportSource:
@@ -46,6 +54,8 @@ def from_run(workdir, step: int | None = None, mesh=None) -> ExportSource:
     tokenizer_spec=run.meta["tokenizer"],
     max_prompt_len=max_prompt_len(run.meta),
     provenance={"workdir": str(run.workdir), "step": run.step, "stage": run.meta.get("stage")},
+    predictor_tokenizer=run.predictor_tokenizer,
+    predictor_tokenizer_spec=run.meta.get("predictor_tokenizer") or run.meta["tokenizer"],
   )
 
 
