@@ -138,6 +138,13 @@ def run(ctx: common.EvalContext, limit: int | None) -> dict[str, Any]:
       f"run {ctx.reference.meta.get('tokenizer')!r}: perplexities would not be "
       f"comparable"
     )
+  if ctx.runner.mode == "per_input" and run_.ifp.uses_predictor:
+    pred = lambda r: r.meta.get("predictor_tokenizer") or r.meta.get("tokenizer")  # noqa: E731
+    if pred(run_) != pred(ctx.reference):  # the batches' predictor ids are the main run's
+      raise ValueError(
+        f"{run_.workdir}'s predictor reads tokenizer {pred(run_)!r}, the main run's "
+        f"{pred(ctx.reference)!r}: evaluate it as its own main run"
+      )
   fn = _nll_fn(run_.ifp.llm)
   done = [0]
 
