@@ -73,7 +73,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.predictor_tokenizer = ""  # spec; "" = model.predictor_init_from's own, else data.tokenizer
   c.data_dir = ""  # TFDS dir of built sources; "" -> $IFP_JAX_DATA_DIR or ~/.cache/ifp_jax/tfds
   c.num_chunks = 2  # CPT: chunks K per row (seq_len % K == 0); C = K-1 predictor inputs of T/K
-  c.max_prompt_len = 64  # SFT: predictor input length P (first user message, longer ones cut)
+  c.max_prompt_len = 64  # SFT (and CPT, own predictor tokenizer): predictor input length P
   # SFT conversations packed per row, at most (greedy in stream order; each its own segment:
   # attention and positions confined to it, its own predictor input, so C = sft_pack).
   c.sft_pack = 4  # 1 = one conversation per row, the rest padding
