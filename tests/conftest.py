@@ -87,6 +87,7 @@ LONGEST_FIRST = (
   "test_compile_check.py",
   "test_train_resume.py",
   "test_train_guards.py",
+  "test_predictor_tokenizer.py",
   "test_configs.py",
   "test_train_mesh.py",
 )
