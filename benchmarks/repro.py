@@ -129,13 +129,18 @@ def train(
   sha = config_sha(config or name)
   if record_file.exists():
     rec = json.loads(record_file.read_text())
-    if rec.get("overrides") == overrides and rec.get("config_sha") == sha:
+    changed, added = [], []
+    if rec.get("overrides") == overrides and rec.get("config_sha") != sha:
+      changed, added = config_changes(run_dir, config or name, overrides)
+    if rec.get("overrides") == overrides and not changed:
+      if added:  # fields newer than the run, at their defaults: the code path it was trained on
+        print(f"[repro] {name}: config fields added since it trained: {added}", flush=True)
       print(f"[repro] {name}: reusing the finished run in {run_dir}", flush=True)
       return rec
     sys.exit(
       f"repro: {run_dir} was trained with another config (overrides "
-      f"{rec.get('overrides')}, config files sha {rec.get('config_sha')}; now {overrides},"
-      f" {sha}); use another --workdir or delete it"
+      f"{rec.get('overrides')}, now {overrides}; changed fields {changed or 'none'}); use "
+      "another --workdir or delete it"
     )
   cmd = [
     sys.executable,
@@ -170,6 +175,35 @@ def config_sha(config: str) -> str:
 
   cfg = importlib.import_module(f"configs.repro.{config}").get_config()
   return hashlib.sha256(cfg.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+  return out
+
+
+def config_changes(run_dir: pathlib.Path, config: str, overrides: list[str]) -> tuple[list, list]:
+  """(fields whose value differs, fields the run did not have) between the config the finished
+  run in run_dir trained with (its config.json) and configs/repro/CONFIG.py now, leaving out
+  the overridden fields (compared as strings with the record's)."""
+  import importlib
+
+  ran = _flat(json.loads((run_dir / "config.json").read_text()))
+  now = _flat(
+    json.loads(
+      importlib.import_module(f"configs.repro.{config}").get_config().to_json_best_effort()
+    )
+  )
+  overridden = {o.split("=", 1)[0] for o in overrides}
+  changed = [
+    f"{k}: {ran[k]!r} -> {v!r}"
+    for k, v in sorted(now.items())
+    if k in ran and k not in overridden and ran[k] != v
+  ]
+  changed += [f"{k}: {ran[k]!r} -> (gone)" for k in sorted(set(ran) - set(now) - overridden)]
+  return changed, sorted(set(now) - set(ran))
 
 
 def export_hf(name: str, workdir: pathlib.Path) -> pathlib.Path:
