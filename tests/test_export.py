@@ -642,9 +642,10 @@ def test_smollm2_full_and_pruned_logits(smollm2):
   print(f"SmolLM2 pruned: max |logits diff| {np.abs(got - want).max():.2e}")
   # Pruned to random units (the predictor head is untrained), SmolLM2's residual stream reaches
   # |h| ~ 5e3, so f32 itself is only good to ~1e-3 here: transformers f32 vs float64 differs by
-  # ~6e-4, ours by ~1.7e-3 (measured). 1e-4 is not reachable by any f32 implementation on this
-  # model; check 2e-3 and identical predictions.
-  np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-3)
+  # ~6e-4; ours vs transformers by ~1.7e-3 with XLA's default CPU emitters and 2.5e-3 under the
+  # tests' fast-compile flags (conftest.py; measured). 1e-4 is not reachable by any f32
+  # implementation on this model; check 3e-3 and identical predictions.
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=3e-3)
   np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1))
   # The exported tokenizer is SmolLM2's own: chat template with its default system prompt.
   tok = transformers.AutoTokenizer.from_pretrained(str(smollm2["pruned"]))
