@@ -90,30 +90,39 @@ def assert_close_rel(a: float, b: float, rtol: float, what: str) -> None:
   assert abs(a - b) <= rtol * max(abs(a), abs(b)), f"{what}: {a!r} vs {b!r} (rtol {rtol})"
 
 
-def xla_flags(num_devices: int | None = None) -> str:
+def xla_flags(num_devices: int | None = None, fast_compile: bool = True) -> str:
   """XLA_FLAGS for a process a test launches: the session's compile-speed flags (conftest.py)
-  and, when given, a fake CPU device count (None: one device, as users run the CLIs)."""
-  flags = os.environ.get("IFP_JAX_TEST_XLA_FLAGS", "").split()
+  and, when given, a fake CPU device count (None: one device, as users run the CLIs).
+
+  `fast_compile=False` for a process that runs long rather than compiles much (hundreds of
+  steps): the -O0 code the compile-speed flags make runs the tiny job's train step 2.4x slower
+  (1.79 vs 0.75 s per step, side by side on the same busy cores).
+  """
+  flags = os.environ.get("IFP_JAX_TEST_XLA_FLAGS", "").split() if fast_compile else []
   if num_devices is not None:
     flags.append(f"--xla_force_host_platform_device_count={num_devices}")
   return " ".join(flags)
 
 
-def cli_env(**extra: str) -> dict[str, str]:
+def cli_env(fast_compile: bool = True, **extra: str) -> dict[str, str]:
   """os.environ for a one-device subprocess, with the session's XLA flags and `extra`."""
-  return dict(os.environ, XLA_FLAGS=xla_flags(), **extra)
+  return dict(os.environ, XLA_FLAGS=xla_flags(fast_compile=fast_compile), **extra)
 
 
-def train_env(num_devices: int = 1) -> dict[str, str]:
+def train_env(num_devices: int = 1, fast_compile: bool = True) -> dict[str, str]:
   env = dict(os.environ)
-  env["XLA_FLAGS"] = xla_flags(num_devices)
+  env["XLA_FLAGS"] = xla_flags(num_devices, fast_compile)
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
   return env
 
 
 def start_train(
-  workdir: str | pathlib.Path, flags: list[str], log_path: pathlib.Path, num_devices: int = 1
+  workdir: str | pathlib.Path,
+  flags: list[str],
+  log_path: pathlib.Path,
+  num_devices: int = 1,
+  fast_compile: bool = True,
 ) -> subprocess.Popen:
   """`python -m launch.train --config=configs/tiny.py --workdir=... flags`, output to a file."""
   cmd = [
@@ -128,7 +137,7 @@ def start_train(
   return subprocess.Popen(
     cmd,
     cwd=REPO,
-    env=train_env(num_devices),
+    env=train_env(num_devices, fast_compile),
     stdout=log,
     stderr=subprocess.STDOUT,
     start_new_session=True,
@@ -153,8 +162,9 @@ def run_train(
   log_path: pathlib.Path,
   timeout: float = 240,
   num_devices: int = 1,
+  fast_compile: bool = True,
 ) -> None:
-  proc = start_train(workdir, flags, log_path, num_devices)
+  proc = start_train(workdir, flags, log_path, num_devices, fast_compile)
   rc = wait(proc, timeout, log_path)
   assert rc == 0, f"launch.train exited with {rc}; log:\n{tail(log_path)}"
 
