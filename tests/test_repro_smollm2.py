@@ -27,7 +27,7 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
     f"--workdir={work}",
     f"--out={out}",
   ]
-  env = tu.cli_env()
+  env = tu.cli_env(runtime_bound=True)  # real weights: bound by running them
   subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=1800)
   record = json.loads((out / "results.json").read_text())
   want = {"full", "random", "calib_static", "griffin", "griffin_dense_prefill"}

@@ -18,9 +18,9 @@ TIMEOUT = 1200  # seconds; a hung run fails instead of blocking CI
 def test_tiny_job_final_loss_below_60_percent_of_first(tmp_path_factory):
   data_dir = shared_data_dir(tmp_path_factory)
   workdir = tmp_path_factory.mktemp("tiny")
-  # 450 steps: bound by running, not compiling, so with the flags users get (xla_flags).
+  # 450 steps: bound by running, not compiling (train_utils.xla_flags).
   flags = [f"--config.data.data_dir={data_dir}"]
-  run_train(workdir, flags, workdir / "log.txt", TIMEOUT, fast_compile=False)
+  run_train(workdir, flags, workdir / "log.txt", TIMEOUT, runtime_bound=True)
   summary = json.loads((workdir / "summary.json").read_text())
   config = json.loads((workdir / "config.json").read_text())
   stages = summary["stages"]

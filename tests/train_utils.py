@@ -90,28 +90,29 @@ def assert_close_rel(a: float, b: float, rtol: float, what: str) -> None:
   assert abs(a - b) <= rtol * max(abs(a), abs(b)), f"{what}: {a!r} vs {b!r} (rtol {rtol})"
 
 
-def xla_flags(num_devices: int | None = None, fast_compile: bool = True) -> str:
+def xla_flags(num_devices: int | None = None, runtime_bound: bool = False) -> str:
   """XLA_FLAGS for a process a test launches: the session's compile-speed flags (conftest.py)
   and, when given, a fake CPU device count (None: one device, as users run the CLIs).
 
-  `fast_compile=False` for a process that runs long rather than compiles much (hundreds of
-  steps): the -O0 code the compile-speed flags make runs the tiny job's train step 2.4x slower
-  (1.79 vs 0.75 s per step, side by side on the same busy cores).
+  `runtime_bound=True` for a process that runs long rather than compiles much (hundreds of
+  steps, or real weights): the session's -O0 code runs slowly, so it gets conftest.py's -O1
+  set, which compiles nearly as fast and runs as fast as the default flags.
   """
-  flags = os.environ.get("IFP_JAX_TEST_XLA_FLAGS", "").split() if fast_compile else []
+  var = "IFP_JAX_TEST_RUNTIME_XLA_FLAGS" if runtime_bound else "IFP_JAX_TEST_XLA_FLAGS"
+  flags = os.environ.get(var, "").split()
   if num_devices is not None:
     flags.append(f"--xla_force_host_platform_device_count={num_devices}")
   return " ".join(flags)
 
 
-def cli_env(fast_compile: bool = True, **extra: str) -> dict[str, str]:
+def cli_env(runtime_bound: bool = False, **extra: str) -> dict[str, str]:
   """os.environ for a one-device subprocess, with the session's XLA flags and `extra`."""
-  return dict(os.environ, XLA_FLAGS=xla_flags(fast_compile=fast_compile), **extra)
+  return dict(os.environ, XLA_FLAGS=xla_flags(runtime_bound=runtime_bound), **extra)
 
 
-def train_env(num_devices: int = 1, fast_compile: bool = True) -> dict[str, str]:
+def train_env(num_devices: int = 1, runtime_bound: bool = False) -> dict[str, str]:
   env = dict(os.environ)
-  env["XLA_FLAGS"] = xla_flags(num_devices, fast_compile)
+  env["XLA_FLAGS"] = xla_flags(num_devices, runtime_bound)
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
   return env
@@ -122,7 +123,7 @@ def start_train(
   flags: list[str],
   log_path: pathlib.Path,
   num_devices: int = 1,
-  fast_compile: bool = True,
+  runtime_bound: bool = False,
 ) -> subprocess.Popen:
   """`python -m launch.train --config=configs/tiny.py --workdir=... flags`, output to a file."""
   cmd = [
@@ -137,7 +138,7 @@ def start_train(
   return subprocess.Popen(
     cmd,
     cwd=REPO,
-    env=train_env(num_devices, fast_compile),
+    env=train_env(num_devices, runtime_bound),
     stdout=log,
     stderr=subprocess.STDOUT,
     start_new_session=True,
@@ -162,9 +163,9 @@ def run_train(
   log_path: pathlib.Path,
   timeout: float = 240,
   num_devices: int = 1,
-  fast_compile: bool = True,
+  runtime_bound: bool = False,
 ) -> None:
-  proc = start_train(workdir, flags, log_path, num_devices, fast_compile)
+  proc = start_train(workdir, flags, log_path, num_devices, runtime_bound)
   rc = wait(proc, timeout, log_path)
   assert rc == 0, f"launch.train exited with {rc}; log:\n{tail(log_path)}"
 
