@@ -137,7 +137,6 @@ PLOTTED = (
   "a_static_soft_warm_lr10",
   "a_static_soft_warm_lr100",
   "a_static_soft_warm_lr1000",
-  "a_static_soft_warm_lr1000",
 )
 # configs/repro_smollm2/<name>.py -> the variants scored from its run
 TRAINED = {
@@ -665,6 +664,8 @@ def write_page(record: dict, out: pathlib.Path) -> None:
   ]
   lines += [f"| {k} | {v:.1f} |" for k, v in record["timings"].items()]
   lines += ["", "![per-domain perplexity](domains.png)", "", "![mask overlap](overlap.png)", ""]
+  if sum(v in variants for v in LR_SWEEP) >= 2 and "a_ifp_distill_input" in variants:
+    lines += ["![static table's LR sweep](lr_sweep.png)", ""]
   (out / "results.md").write_text("\n".join(lines))
 
 
@@ -681,7 +682,9 @@ def plot(record: dict, out: pathlib.Path) -> None:
   fig, ax = plt.subplots(figsize=(4.0 + 2.2 * len(doms), 4.0))
   w = 0.8 / len(variants)
   for i, v in enumerate(variants):
-    ax.bar(np.arange(len(doms)) + i * w, [table[d]["ppl"][v] for d in doms], w, label=v, log=True)
+    heights = [table[d]["ppl"][v] for d in doms]
+    color = plt.cm.tab20(i % 20)  # tab10's 10 colours repeat within one plot
+    ax.bar(np.arange(len(doms)) + i * w, heights, w, label=v, log=True, color=color)
   ax.set_xticks(np.arange(len(doms)) + 0.4 - w / 2, doms)
   ax.set_ylabel("held-out perplexity (log scale)")
   ax.set_title(f"SmolLM2-135M-Instruct, k = {record['config']['k']} of 1536 FFN units")
@@ -708,6 +711,42 @@ def plot(record: dict, out: pathlib.Path) -> None:
   ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
   fig.tight_layout()
   fig.savefig(out / "overlap.png", dpi=120)
+  plt.close(fig)
+  plot_lr_sweep(record, out, plt)
+
+
+# The static SoftTopK table's LR sweep (configs/repro_smollm2/static_soft_warm*.py).
+LR_SWEEP = {
+  "a_static_soft_warm": 1e-3,
+  "a_static_soft_warm_lr10": 1e-2,
+  "a_static_soft_warm_lr100": 1e-1,
+  "a_static_soft_warm_lr1000": 1.0,
+}
+
+
+def plot_lr_sweep(record: dict, out: pathlib.Path, plt) -> None:
+  """lr_sweep.png: static table - distilled IFP (nats/token, +- 2 s.e.) against the table's LR;
+  drawn when the distilled IFP and at least two LRs were scored."""
+  table = record["summary"]
+  runs = [v for v in LR_SWEEP if all(v in r["ppl"] for r in table.values())]
+  if len(runs) < 2 or not all("a_ifp_distill_input" in r["ppl"] for r in table.values()):
+    return
+  fig, ax = plt.subplots(figsize=(6.0, 3.6))
+  for d, row in table.items():
+    diffs = [row["paired"].get(f"a_ifp_distill_input-{v}") for v in runs]
+    if any(p is None for p in diffs):
+      continue
+    lrs = [LR_SWEEP[v] for v in runs]
+    means = [-p["mean"] for p in diffs]  # static - IFP: > 0 means IFP is better
+    ax.errorbar(lrs, means, yerr=[2 * p["se"] for p in diffs], marker="o", capsize=3, label=d)
+  ax.axhline(0.0, color="gray", ls=":")
+  ax.set_xscale("log")
+  ax.set_xlabel("static SoftTopK table's LR (IFP's predictor LR: 1e-3)")
+  ax.set_ylabel("static table - distilled IFP (nats/token)")
+  ax.set_title("Does a faster static table catch up with the distilled IFP?")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(out / "lr_sweep.png", dpi=120)
   plt.close(fig)
 
 

@@ -51,3 +51,20 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
   assert "a_ifp_distill_input better than" in page or "better than a_ifp_distill_input" in page
   for png in ("domains.png", "overlap.png"):
     assert (out / png).stat().st_size > 1000
+
+
+def test_variant_tables_are_consistent():
+  """Every trained run scores variants the page knows, once each; plotted bars are variants."""
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import repro_smollm2 as r
+
+  assert len(set(r.VARIANTS)) == len(r.VARIANTS)
+  assert len(set(r.PLOTTED)) == len(r.PLOTTED) and set(r.PLOTTED) <= set(r.VARIANTS)
+  assert set(r.TRAINED) == set(r.TRAINED_NAMES)
+  scored = [v for names in r.TRAINED.values() for v in names]
+  assert len(set(scored)) == len(scored) and set(scored) <= set(r.VARIANTS)
+  assert set(r.TRAINING_FREE).isdisjoint(scored)
+  for a, b in r.VERDICT_PAIRS:
+    assert a in r.VARIANTS and b in r.VARIANTS, (a, b)
+  for name in r.TRAINED_NAMES:
+    assert (ROOT / "configs" / "repro_smollm2" / f"{name}.py").is_file(), name
