@@ -73,7 +73,7 @@ tail -3 "$RESULTS/pytest_cpu.log" >>"$SUMMARY"
 
 # --- benchmarks ------------------------------------------------------------------------------
 for bench in benchmarks/*.py; do
-  [ "$(basename "$bench")" = bench_json.py ] && continue  # a helper module, not a benchmark
+  case "$(basename "$bench")" in bench_json.py | hf_peer.py) continue ;; esac  # helper modules
   name=bench_$(basename "$bench" .py)
   # repro.py writes runs and results; keep them here, away from the committed CPU results.
   extra=(--json="$RESULTS/$name.json")

@@ -11,7 +11,11 @@ once, in reversed order every other round; ratios are medians of per-round ratio
             tokens -> top-k unit indices -> gather.gather_ffn to width k = 512 -> generate with
             the gathered LlamaConfig(intermediate_size=k);
   dense_k   a dense LlamaConfig(intermediate_size=k) with its own random FFN weights;
-  masked    (informational) the full model with the same hard masks (ffn_masks=), no gather.
+  masked    (informational) the full model with the same hard masks (ffn_masks=), no gather;
+  hf_full   the PyTorch peer (--transformers): transformers' LlamaForCausalLM (sdpa, f32) with
+            the same weights, `generate` greedy with a KV cache, in the same rounds;
+  hf_pruned the same with the gathered width-k weights (the pruned export's model: the
+            predictor is not part of it, so its TTFT is compared with the pruned model's alone).
 TTFT = prefill + first token (generate with max_new_tokens=1), plus predictor + gather for
 pruned. Decode tokens/s = (new_tokens - 1) / (t(generate new_tokens) - t(generate 1)); both
 calls use the same cache length, so the prefill cancels. The predictor + gather chain is timed
@@ -62,6 +66,11 @@ flags.DEFINE_bool(
   "Random LLM weights instead of SmolLM2's GGUF (the speed does not depend on the values).",
 )
 flags.DEFINE_bool("masked", True, "Also time the full model with hard masks (no gather).")
+flags.DEFINE_bool(
+  "transformers",
+  True,
+  "Also time transformers' LlamaForCausalLM with the same weights (full and pruned width k).",
+)
 flags.DEFINE_bool(
   "quick", False, "Smoke run: 128-token prompt, 8 new tokens, 2 rounds, random weights, 8 layers."
 )
@@ -237,11 +246,47 @@ def main(argv):
   for name, (c, p, m) in models.items():
     cases[f"{name} ttft"] = gen(c, p, 1, m)
     cases[f"{name} gen{new}"] = gen(c, p, new, m)
+  peers = {}
+  if FLAGS.transformers:
+    import hf_peer  # sets libgomp's wait policy before torch loads
+    import torch
+
+    peers = {
+      "hf_full": hf_peer.causal_lm(cfg, jax.device_get(params["llm"])),
+      "hf_pruned": hf_peer.causal_lm(cfg_k, jax.device_get(pruned), "pruned"),
+    }
+    ids_t = torch.from_numpy(np.asarray(ids)).long()
+
+    def hf_gen(model, n):
+      def run():  # exactly n new tokens, greedy, transformers' default (dynamic) KV cache
+        with torch.inference_mode():
+          return model.generate(
+            ids_t,
+            attention_mask=torch.ones_like(ids_t),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
+          ).numpy()
+
+      return run
+
+    for name, model in peers.items():
+      cases[f"{name} ttft"] = hf_gen(model, 1)
+      cases[f"{name} gen{new}"] = hf_gen(model, new)
 
   compile_s = {}
   for name, fn in cases.items():  # first calls: compile (+ one run)
     compile_s[name] = timed(fn)
     print(f"  first call {name:<28s} {compile_s[name]:6.2f} s", flush=True)
+
+  # Both sides must do the same work: the same greedy tokens from the same weights.
+  same_tokens = {}
+  for ours, theirs in (("full", "hf_full"), ("pruned", "hf_pruned")) if peers else ():
+    mine = np.asarray(cases[f"{ours} gen{new}"]())[0]
+    same_tokens[ours] = bool(np.array_equal(mine, cases[f"{theirs} gen{new}"]()[0, prompt_len:]))
+  if same_tokens:
+    print(f"  same greedy tokens as transformers: {same_tokens}", flush=True)
 
   times: dict[str, list[float]] = {n: [] for n in cases}
   names = list(cases)
@@ -271,7 +316,7 @@ def main(argv):
     "s (compile + 1 run) |",
     "|---|---|---|---|---|",
   ]
-  for model in models:
+  for model in [*models, *peers]:
     sel = med(times["predictor+top-k+gather"]) if model == "pruned" else 0.0
     comp = (
       compile_s[f"{model} ttft"]
@@ -325,8 +370,36 @@ def main(argv):
         "-",
       )
     )
+  if peers:  # issue 15's target: 1.3x the PyTorch peer in decode and time-to-first-token
+    ratios += [
+      (
+        "full / transformers full decode tokens/s",
+        per_round(lambda t: decode_rate(t, "full") / decode_rate(t, "hf_full")),
+        ">= 1.3",
+      ),
+      (
+        "transformers full TTFT / full TTFT",
+        per_round(lambda t: t["hf_full ttft"] / t["full ttft"]),
+        ">= 1.3",
+      ),
+      (
+        "pruned / transformers pruned decode tokens/s",
+        per_round(lambda t: decode_rate(t, "pruned") / decode_rate(t, "hf_pruned")),
+        ">= 1.3",
+      ),
+      (
+        "transformers pruned TTFT / pruned model TTFT (no predictor)",
+        per_round(lambda t: t["hf_pruned ttft"] / t["pruned ttft"]),
+        ">= 1.3",
+      ),
+    ]
   lines += [f"| {n} | {med(v):.3f} | {tgt} |" for n, v, tgt in ratios]
   figures["ratios"] = {bench_json.key(n): med(v) for n, v, _ in ratios}
+  if same_tokens:
+    figures["same_tokens_as_transformers"] = same_tokens
+    lines += ["", f"Same {new} greedy tokens as transformers: " + ", ".join(
+      f"{m} {'yes' if v else 'no'}" for m, v in same_tokens.items()
+    ) + (" (random weights can differ at near-ties)." if label == "random" else ".")]  # fmt: skip
   lines.append("")
   lines.append(
     "dense_k and pruned share one LlamaConfig, hence one compiled generate: the "

@@ -43,13 +43,9 @@ from absl import app, flags, logging
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-# libgomp's spin-waiting threads make torch 4-8x slower on a shared, oversubscribed CPU (2 cores,
-# load 7: 20-48 s vs 5.5 s per SmolLM2 step); passive waiting gives the peer its best case.
-# Must be set before torch loads libgomp; export OMP_WAIT_POLICY=ACTIVE to measure the other.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import bench_json  # noqa: E402
 import flax.linen as nn  # noqa: E402
+import hf_peer  # noqa: E402  (before torch: it sets libgomp's wait policy)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -231,28 +227,13 @@ def torch_soft_topk_mask(scores: torch.Tensor, k: int, eps: float) -> torch.Tens
   return lam * keep
 
 
-def _hf(cfg: LlamaConfig) -> transformers.LlamaConfig:
-  d = cfg.to_hf_dict()
-  d.pop("torch_dtype", None)
-  return transformers.LlamaConfig(**d, attn_implementation="sdpa")
-
-
-def _load(module: torch.nn.Module, named: dict, what: str) -> None:
-  missing, unexpected = module.load_state_dict(
-    {k: torch.from_numpy(np.array(v)) for k, v in named.items()}, strict=False
-  )
-  missing = [m for m in missing if m != "lm_head.weight"]  # tied to the embedding
-  if missing or unexpected:
-    raise RuntimeError(f"{what}: missing {missing[:4]}, unexpected {unexpected[:4]}")
-
-
 class TorchPredictor(torch.nn.Module):
   """LlamaModel backbone -> hidden at the last non-pad token -> Dense -> GELU -> Dense."""
 
   def __init__(self, ifp: IFPConfig, params: dict):
     super().__init__()
-    self.backbone = transformers.LlamaModel(_hf(ifp.predictor))
-    _load(
+    self.backbone = transformers.LlamaModel(hf_peer.hf_config(ifp.predictor))
+    hf_peer.load_weights(
       self.backbone,
       {
         n.removeprefix("model."): w
@@ -280,8 +261,7 @@ class TorchPredictor(torch.nn.Module):
 class TorchVariant:
   def __init__(self, ifp: IFPConfig, config, params: dict, batch: dict, device: str):
     self.ifp, self.device = ifp, device
-    self.llm = transformers.LlamaForCausalLM(_hf(ifp.llm))
-    _load(self.llm, dict(hf_io.params_to_hf(ifp.llm, params["llm"])), "llm")
+    self.llm = hf_peer.causal_lm(ifp.llm, params["llm"])
     self.llm.to(device).train()
     groups = [list(self.llm.parameters())]
     self.predictor = None

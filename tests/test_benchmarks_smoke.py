@@ -78,7 +78,14 @@ def test_inference_bench_runs_every_variant(tmp_path):
   assert "pruned / dense_k decode tokens/s" in out
   assert "| masked |" not in out
   rec = json.loads((tmp_path / "inf.json").read_text())
-  assert set(rec["variants"]) == {"full", "pruned", "dense_k"}
+  assert set(rec["variants"]) == {"full", "pruned", "dense_k", "hf_full", "hf_pruned"}
+  for key in (  # the PyTorch peer, timed in the same rounds
+    "full_over_transformers_full_decode_tokens_s",
+    "transformers_full_ttft_over_full_ttft",
+    "pruned_over_transformers_pruned_decode_tokens_s",
+    "transformers_pruned_ttft_over_pruned_model_ttft_no_predictor",
+  ):
+    assert rec["ratios"][key] > 0, key
   table = re.search(r"\| pruned / dense_k decode tokens/s \| ([\d.]+) \|", out).group(1)
   assert f"{rec['ratios']['pruned_over_dense_k_decode_tokens_s']:.3f}" == table
   assert all(v["decode_tokens_per_s"] > 0 for v in rec["variants"].values())
