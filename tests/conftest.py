@@ -7,8 +7,8 @@ import pathlib
 # with train_utils.xla_flags). Most of the suite's time is compiling small programs; LLVM at -O0
 # without its expensive passes, and the older elemental emitters instead of the MLIR fusion
 # emitters, compile the tiny train step 2-4x faster (8 fake devices, 2 busy cores: 63 s ->
-# 41 s -> 14 s) and run it about as fast. No fast-math: results agree with the default flags to
-# float rounding. IFP_JAX_TEST_FAST_COMPILE=0 compiles as users do.
+# 41 s -> 14 s). No fast-math: results agree with the default flags to float rounding.
+# IFP_JAX_TEST_FAST_COMPILE=0 compiles as users do.
 _FAST_COMPILE = (
   "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
   " --xla_cpu_use_fusion_emitters=false"
