@@ -68,3 +68,10 @@ def test_variant_tables_are_consistent():
     assert a in r.VARIANTS and b in r.VARIANTS, (a, b)
   for name in r.TRAINED_NAMES:
     assert (ROOT / "configs" / "repro_smollm2" / f"{name}.py").is_file(), name
+  # The LR sweep plot's axis is the configs' LR.
+  import importlib
+
+  for variant, lr in r.LR_SWEEP.items():
+    (name,) = [n for n, vs in r.TRAINED.items() if variant in vs]
+    config = importlib.import_module(f"configs.repro_smollm2.{name}").get_config("docs.jsonl")
+    assert config.cpt.predictor_lr == lr, variant
