@@ -254,6 +254,35 @@ def test_torch_predictor_selects_same_units(src, exported):
 
 
 @pytest.mark.slow
+def test_centred_head_exports_as_a_plain_linear_with_the_centre_folded_in(src, tmp_path):
+  """model.head_center: the torch predictor (a plain Linear head) selects what JAX selects."""
+  import dataclasses
+
+  pred = jax.device_get(src.params["predictor"])
+  hidden = pred["head_in"]["kernel"].shape[1]
+  center = np.random.default_rng(0).normal(0, 1.0, hidden).astype(np.float32)
+  centred = dataclasses.replace(
+    src,
+    ifp=dataclasses.replace(src.ifp, head=dataclasses.replace(src.ifp.head, center=True)),
+    params={**src.params, "predictor": {**pred, "head_center": center}},
+  )
+  out = export.export_predictor(centred, tmp_path / "predictor")
+  sys.path.insert(0, str(out))
+  try:
+    import ifp_predictor
+  finally:
+    sys.path.pop(0)
+  got = ifp_predictor.IFPPredictor.from_pretrained(str(out)).kept_units(INSTRUCTIONS).numpy()
+  want = kept_units(
+    centred.ifp, centred.params, centred.tokenizer, INSTRUCTIONS, centred.max_prompt_len
+  )
+  np.testing.assert_array_equal(got, want)
+  # The centre changes the selection (else this test could not fail).
+  plain = kept_units(src.ifp, src.params, src.tokenizer, INSTRUCTIONS, src.max_prompt_len)
+  assert not np.array_equal(want, plain)
+
+
+@pytest.mark.slow
 def test_hard_concrete_predictor_export(src, tmp_path):
   """hard_concrete eval = top-k of scores + hc_init_log_alpha: the offset travels in
   predictor_config.json and the torch predictor still picks JAX's units."""

@@ -1,5 +1,7 @@
 """Masked decoder == gathered decoder, predictor, IFPModel mask kinds, KV cache, bad inputs."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -144,6 +146,31 @@ def test_predictor_reads_last_non_pad_token():
   s_short = pred.apply(params, p[:1, :3], jnp.array([3]))
   np.testing.assert_allclose(s[0], s_short[0], atol=1e-5)  # padding after the prompt is ignored
   assert np.abs(np.asarray(s[0] - s[1])).max() > 1e-4
+
+
+def test_centred_head_is_the_plain_head_with_the_centre_folded_into_the_bias():
+  """(act(h_in) - c) W + b == act(h_in) W + (b - c W): centring changes training, not the
+  function class (what the torch export relies on)."""
+  head = PredictorHeadConfig(hidden=16, out_init_std=1.0)
+  plain = SparsityPredictor(PRED, head, 3, 48)
+  centred = SparsityPredictor(PRED, dataclasses.replace(head, center=True), 3, 48)
+  p, lengths = jnp.array([[5, 6, 7, 0], [5, 6, 7, 8]]), jnp.array([3, 4])
+  params = nn.unbox(centred.init(jax.random.key(0), p, lengths)["params"])
+  assert set(params) == {"backbone", "head_in", "head_out", "head_center"}
+  np.testing.assert_array_equal(params["head_center"], 0)  # a no-op until a warm start sets it
+  params["head_center"] = jax.random.normal(jax.random.key(1), (16,))
+  folded = {k: v for k, v in params.items() if k != "head_center"}
+  folded["head_out"] = dict(
+    params["head_out"],
+    bias=params["head_out"]["bias"] - params["head_center"] @ params["head_out"]["kernel"],
+  )
+  got = jax.jit(centred.apply)({"params": params}, p, lengths)
+  want = jax.jit(plain.apply)({"params": folded}, p, lengths)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+  unfolded = jax.jit(plain.apply)(
+    {"params": {**folded, "head_out": params["head_out"]}}, p, lengths
+  )
+  assert np.abs(np.asarray(got - unfolded)).max() > 0.1  # the centre matters
 
 
 def test_backbone_from_llm_equals_first_layers():

@@ -23,7 +23,7 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
     "--stages=training_free,regime_a",
     "--train_steps=2",
     "--n_train=4",
-    "--trained=static,ifp_distill",
+    "--trained=static_domain_tables,ifp_centred",
     f"--workdir={work}",
     f"--out={out}",
   ]
@@ -32,7 +32,9 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
   record = json.loads((out / "results.json").read_text())
   want = {"full", "random", "calib_static", "griffin", "griffin_dense_prefill"}
   want |= {"calib_domain", "griffin_oracle"}
-  want |= {"a_static", "a_ifp_distill_input", "a_ifp_distill_task", "a_ifp_distill_bias"}
+  # One static table per domain (a run each), and the centred, GRIFFIN-distilled IFP.
+  want |= {"a_static_domain_tables", "a_ifp_centred_input", "a_ifp_centred_task"}
+  want |= {"a_ifp_centred_bias"}
   for d in ("code", "math"):
     row = record["summary"][d]
     assert set(row["ppl"]) == want
@@ -40,15 +42,18 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
     # A random third of the units is far worse than the full model on real weights.
     assert row["nll"]["random"] > row["nll"]["full"] + 0.5
     assert "griffin-calib_static" in row["paired"]
-  run = record["regime_a"]["runs"]["ifp_distill"]
+  runs = record["regime_a"]["runs"]
+  assert set(runs["static_domain_tables"]) == {"code", "math"}
+  assert runs["static_domain_tables"]["code"]["workdir"].endswith("a_static_domain_tables_code")
+  run = runs["ifp_centred"]
   overlap = run["mask_overlap"]["code"]
   assert 0 < overlap["doc_vs_doc"] <= 1 and 0 < overlap["vs_bias_only"] <= 1
   # The distillation read --distill_rows (the quick preset's 10) and measured its held-out fit.
   assert run["warm_start"]["kind"] == "griffin" and run["warm_start"]["inputs"] == 10
   assert 0 < run["warm_start"]["heldout_overlap"] <= 1
   page = (out / "results.md").read_text()
-  assert page.count("| code |") >= 3 and "| ifp_distill | 10 |" in page
-  assert "a_ifp_distill_input better than" in page or "better than a_ifp_distill_input" in page
+  assert page.count("| code |") >= 3 and "| ifp_centred | 10 |" in page
+  assert "a_ifp_centred_input better than" in page or "better than a_ifp_centred_input" in page
   for png in ("domains.png", "overlap.png"):
     assert (out / png).stat().st_size > 1000
 

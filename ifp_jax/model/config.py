@@ -259,3 +259,9 @@ class PredictorHeadConfig:
   activation: str = "gelu"  # gelu | relu | silu | tanh | identity
   # Std of the final layer's init; small keeps initial scores near-uniform (soft top-k ~ k/d_ff).
   out_init_std: float = 0.02
+  # Centre the output layer's input: scores = (act(head_in(feat)) - head_center) @ W + b, with
+  # `head_center` a parameter the optimizer never moves (set by train.warm_start='griffin' to the
+  # mean activation). The function class is the same; what changes is training: the gradient of
+  # W then carries only the per-prompt part, and what every prompt shares trains through b alone
+  # (uncentred, W's common input acts as a second, faster bias and washes out per-prompt masks).
+  center: bool = False

@@ -1,7 +1,7 @@
 """Sparsity predictor: a small decoder reads the prompt, a 2-layer head scores every FFN unit.
 
 prompt ids [N, P] (right-padded) -> backbone hidden at the last non-pad token [N, d_pred]
--> Dense(hidden) -> activation -> Dense(L * d_ff) -> scores [N, L, d_ff] (f32).
+-> Dense(hidden) -> activation [- head_center] -> Dense(L * d_ff) -> scores [N, L, d_ff] (f32).
 """
 
 from __future__ import annotations
@@ -52,6 +52,12 @@ class SparsityPredictor(nn.Module):
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("pred_hidden",)),
     )(feat)
     h = ACTIVATIONS[self.head.activation](h)
+    if self.head.center:  # never trained (train/optim.py FROZEN_PARAMS); see PredictorHeadConfig
+      h = h - self.param(
+        "head_center",
+        nn.with_logical_partitioning(nn.initializers.zeros, ("pred_hidden",)),
+        (self.head.hidden,),
+      )
     scores = nn.Dense(
       self.num_layers * self.d_ff,
       name="head_out",

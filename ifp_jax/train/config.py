@@ -52,6 +52,9 @@ def default_config() -> ml_collections.ConfigDict:
   m.head_hidden = 128  # predictor head d_pred -> head_hidden -> L * d_ff (paper: 128)
   m.head_activation = "gelu"  # gelu | relu | silu | tanh | identity
   m.head_out_init_std = 0.02  # std of the head's last layer init
+  # Subtract a fixed centre (the mean activation, set by train.warm_start='griffin') before the
+  # head's last layer, so its kernel learns only per-prompt differences (PredictorHeadConfig).
+  m.head_center = False
   m.mask_kind = "soft_topk"  # soft_topk | hard_concrete | static | static_soft_topk | none
   m.k = 64  # kept FFN units per layer (same in every layer)
   m.eps = 0.1  # SoftTopK temperature
@@ -103,6 +106,9 @@ def default_config() -> ml_collections.ConfigDict:
     s.steps = 100  # optimizer steps in this stage (0 skips it)
     s.llm_lr = 1e-3  # peak LR of the masked LLM
     s.predictor_lr = 1e-3  # peak LR of the predictor (and static mask log-alphas)
+    # Peak LR of the predictor head's output bias (the part of the scores every prompt shares);
+    # 0 = predictor_lr. A static score table learns fastest at ~1e-1 (repro_smollm2 LR sweep).
+    s.predictor_bias_lr = 0.0
     s.warmup_steps = 10  # linear warm-up, then cosine decay to 10% within the stage
   return c
 
@@ -118,7 +124,10 @@ def build_ifp_config(
     llm=llm.replace(**numerics),
     predictor=predictor.replace(**numerics) if (predictor and uses_predictor) else None,
     head=PredictorHeadConfig(
-      hidden=m.head_hidden, activation=m.head_activation, out_init_std=m.head_out_init_std
+      hidden=m.head_hidden,
+      activation=m.head_activation,
+      out_init_std=m.head_out_init_std,
+      center=bool(m.get("head_center", False)),
     ),
     mask_kind=m.mask_kind,
     k=m.k,

@@ -2,7 +2,9 @@
 by gradient ascent, all in one `update`.
 
 Parameter groups are read off the param tree: {'model': {'llm', 'predictor', 'static_log_alpha'},
-'lagrange': {'lambda1', 'lambda2'}}. The static mask's log-alphas train with the predictor group.
+'lagrange': {'lambda1', 'lambda2'}}. The static mask's log-alphas train with the predictor group;
+the predictor head's output bias trains in a group of its own ('predictor_bias') when it has its
+own schedule; the head's centre (`FROZEN_PARAMS`) never trains.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from typing import Any, Sequence
 import jax
 import optax
 
-GROUPS = ("llm", "predictor", "lagrange", "frozen")
+GROUPS = ("llm", "predictor", "predictor_bias", "lagrange", "frozen")
+# Leaves (paths below the model component) that are constants of the model, not trained.
+FROZEN_PARAMS = (("predictor", "head_center"),)
+PREDICTOR_BIAS = ("predictor", "head_out", "bias")
 
 
 def stage_schedule(stages: Sequence[tuple[int, float, int]]) -> optax.Schedule:
@@ -35,15 +40,21 @@ def component_group(component: str) -> str:
   return "llm" if component == "llm" else "predictor"
 
 
-def param_labels(params: Any, frozen: Sequence[str] = ()) -> Any:
-  """Group label for every leaf: its top-level model component, or 'lagrange'/'frozen'."""
+def param_labels(params: Any, frozen: Sequence[str] = (), bias_group: bool = False) -> Any:
+  """Group label for every leaf: its top-level model component, or 'lagrange'/'frozen', or
+  'predictor_bias' for the head's output bias when `bias_group`."""
 
   def label(path, _):
-    keys = [getattr(p, "key", None) for p in path]
+    keys = tuple(getattr(p, "key", None) for p in path)
     if keys[0] == "lagrange":
       return "lagrange"
     group = component_group(keys[1])
-    return "frozen" if group in frozen else group
+    # Prefixes: a boxed (nn.Partitioned) leaf's path goes one key deeper.
+    if group in frozen or keys[1:3] in FROZEN_PARAMS:
+      return "frozen"
+    if bias_group and keys[1:4] == PREDICTOR_BIAS:
+      return "predictor_bias"
+    return group
 
   return jax.tree_util.tree_map_with_path(label, params)
 
@@ -58,8 +69,11 @@ def make_optimizer(
   b1=0.9,
   b2=0.95,
   frozen: Sequence[str] = (),
+  predictor_bias_schedule: optax.Schedule | None = None,
 ) -> optax.GradientTransformation:
-  """One transformation for the whole state. Clipping is per group (norms logged separately)."""
+  """One transformation for the whole state. Clipping is per group (norms logged separately).
+  With `predictor_bias_schedule`, the head's output bias is a group of its own (this adds one
+  entry to the optimizer state, so a run keeps the choice it started with)."""
   for name in frozen:
     if name not in ("llm", "predictor"):
       raise ValueError(f"freeze={name!r}: expected 'llm' or 'predictor'")
@@ -75,4 +89,7 @@ def make_optimizer(
     "lagrange": optax.chain(optax.scale(-1.0), optax.sgd(lagrange_lr)),
     "frozen": optax.set_to_zero(),
   }
-  return optax.multi_transform(transforms, lambda p: param_labels(p, frozen))
+  bias_group = predictor_bias_schedule is not None
+  if bias_group:
+    transforms["predictor_bias"] = adamw(predictor_bias_schedule)
+  return optax.multi_transform(transforms, lambda p: param_labels(p, frozen, bias_group))

@@ -175,6 +175,17 @@ class Trainer:
         [(s.steps, config[s.name].predictor_lr, config[s.name].warmup_steps) for s in self.stages]
       ),
     }
+    if any(config[s.name].get("predictor_bias_lr", 0.0) > 0 for s in self.stages):
+      self.lr_fns["predictor_bias"] = optim.stage_schedule(
+        [
+          (
+            s.steps,
+            config[s.name].get("predictor_bias_lr", 0.0) or config[s.name].predictor_lr,
+            config[s.name].warmup_steps,
+          )
+          for s in self.stages
+        ]
+      )
     frozen = [x for x in t.freeze.split(",") if x]
     # Every model part frozen (e.g. measuring a warm start as is): a zero gradient is then the
     # expected state, not a dead model.
@@ -188,6 +199,7 @@ class Trainer:
       grad_clip=t.grad_clip,
       b2=t.adam_b2,
       frozen=frozen,
+      predictor_bias_schedule=self.lr_fns.get("predictor_bias"),
     )
     self.step_cfg = StepConfig(
       ifp,

@@ -213,7 +213,9 @@ def check_values(config, ifp: IFPConfig) -> list[Problem]:
   for stage in ("cpt", "sft"):
     steps = config[stage].steps
     need(f"{stage}.steps", steps, int(steps) >= 0, ">= 0 (0 skips the stage)")
-    for key in ("llm_lr", "predictor_lr"):
+    for key in ("llm_lr", "predictor_lr", "predictor_bias_lr"):
+      if key not in config[stage]:
+        continue
       v = float(config[stage][key])
       need(f"{stage}.{key}", v, math.isfinite(v) and v >= 0, "a finite number >= 0")
     need(

@@ -16,7 +16,9 @@ is the GRIFFIN score of the tokens that input's mask will serve (mask_index == c
 reads the row up to them as context), z-scored per layer. The head's first layer keeps its
 random init; its output layer is the ridge regression of the targets on the first layer's
 activations (closed form, centred: the bias is the mean target, so with a zero kernel it would
-be the 'calibration' start). The ridge strength is chosen on a held-out fifth of the inputs by
+be the 'calibration' start). With `model.head_center`, the head's centre is set to the mean
+activation, so the kernel's gradient carries only what differs between prompts. The ridge
+strength is chosen on a held-out fifth of the inputs by
 the top-k overlap of the predicted with the target selection, then refitted on all.
 
 Every host reads the same rows (process 0's slice of the stream), so every host computes the
@@ -238,6 +240,12 @@ def griffin_warm_start(
   act = predictor.ACTIVATIONS[ifp.head.activation]
   h = np.asarray(act(jnp.asarray(np.concatenate(feats) @ head_in["kernel"] + head_in["bias"])))
   kernel, bias, fit_stats = fit_head_out(h, y, ifp.k, L, seed)
+  head_out = {"kernel": scale * kernel, "bias": scale * bias}
+  predictor_overrides: dict[str, Any] = {"head_in": head_in, "head_out": head_out}
+  if ifp.head.center:  # the same function with the centre taken out: (h - c) W + (b + c W)
+    center = h.mean(0).astype(np.float32)
+    predictor_overrides["head_center"] = center
+    head_out["bias"] = scale * (bias + center @ kernel)
   stats = {
     "rows": len(examples),  # predictor inputs (one per row with 2 chunks)
     "tokens": int(sum(len(e["row"]) - e["count_from"] for e in examples)),
@@ -248,15 +256,7 @@ def griffin_warm_start(
     ),
     **fit_stats,
   }
-  return (
-    {
-      "predictor": {
-        "head_in": head_in,
-        "head_out": {"kernel": scale * kernel, "bias": scale * bias},
-      }
-    },
-    stats,
-  )
+  return {"predictor": predictor_overrides}, stats
 
 
 def merge(pretrained: dict | None, overrides: Mapping[str, Any]) -> dict:

@@ -327,6 +327,10 @@ def export_predictor(
     for layer in ("head_in", "head_out"):  # Flax kernel [in, out] -> torch Linear [out, in]
       head[f"{layer}.weight"] = np.ascontiguousarray(host_array(pred[layer]["kernel"]).T)
       head[f"{layer}.bias"] = host_array(pred[layer]["bias"])
+    if "head_center" in pred:  # (h - c) W + b = h W + (b - c W): a plain Linear reads it
+      center = host_array(pred["head_center"]).astype(np.float64)
+      kernel = host_array(pred["head_out"]["kernel"]).astype(np.float64)
+      head["head_out.bias"] = (head["head_out.bias"] - center @ kernel).astype(np.float32)
     if is_writer():
       save_safetensors(tmp / "head.safetensors", head, dtype)
       shutil.copyfile(TEMPLATE, tmp / PREDICTOR_FILE)

@@ -116,13 +116,16 @@ def _init_head(abstract_predictor: dict, rng, head: PredictorHeadConfig) -> dict
   r_in, r_out = jax.random.split(rng)
   shape_in = abstract_predictor["head_in"]["kernel"].shape
   shape_out = abstract_predictor["head_out"]["kernel"].shape
-  return {
+  out = {
     "head_in": jax.tree.map(np.asarray, predictor.head_in_init(r_in, *shape_in)),
     "head_out": {
       "kernel": np.asarray(nn.initializers.normal(head.out_init_std)(r_out, shape_out)),
       "bias": np.zeros(shape_out[1], np.float32),
     },
   }
+  if "head_center" in abstract_predictor:
+    out["head_center"] = np.zeros(abstract_predictor["head_center"].shape, np.float32)
+  return out
 
 
 def _check_structure(params: Any, abstract: Any) -> None:
