@@ -126,6 +126,7 @@ VARIANTS = (
   "a_ifp_distill_input",
   "a_ifp_distill_task",
   "a_ifp_distill_bias",
+  "a_ifp_distill_mean",
   "a_static_soft_warm",
   "a_static_soft_warm_lr10",
   "a_static_soft_warm_lr100",
@@ -133,6 +134,7 @@ VARIANTS = (
   "a_ifp_centred_input",
   "a_ifp_centred_task",
   "a_ifp_centred_bias",
+  "a_ifp_centred_mean",
   "a_static_domain_tables",
 )
 TRAINING_FREE = VARIANTS[:7]
@@ -168,17 +170,29 @@ TRAINED = {
     "a_ifp_distill_untrained_task",
     "a_ifp_distill_untrained_bias",
   ),
-  "ifp_distill": ("a_ifp_distill_input", "a_ifp_distill_task", "a_ifp_distill_bias"),
+  "ifp_distill": (
+    "a_ifp_distill_input",
+    "a_ifp_distill_task",
+    "a_ifp_distill_bias",
+    "a_ifp_distill_mean",
+  ),
   "static_soft_warm": ("a_static_soft_warm",),
   "static_soft_warm_lr10": ("a_static_soft_warm_lr10",),
   "static_soft_warm_lr100": ("a_static_soft_warm_lr100",),
   "static_soft_warm_lr1000": ("a_static_soft_warm_lr1000",),
-  "ifp_centred": ("a_ifp_centred_input", "a_ifp_centred_task", "a_ifp_centred_bias"),
+  "ifp_centred": (
+    "a_ifp_centred_input",
+    "a_ifp_centred_task",
+    "a_ifp_centred_bias",
+    "a_ifp_centred_mean",
+  ),
   # one run per domain (a_static_domain_tables_<domain>); each domain scored with its own table
   "static_domain_tables": ("a_static_domain_tables",),
 }
 # *_bias: the trained predictor's head bias alone (top k per layer), one mask for every input:
-# what is left of an IFP run without its input-dependent part.
+# what is left of an IFP run without its input-dependent part. *_mean: the top k of the
+# predictor's mean score over every domain's held-out prompts, one mask for every input: the
+# best single mask this predictor offers (for a centred head, close to *_bias).
 
 
 def apply_presets() -> None:
@@ -393,6 +407,20 @@ def regime_a(cfg, params, tokenizer, held: dict, record: dict) -> dict:
     p_len = im.max_prompt_len(run.meta)
     L, F = cfg.num_hidden_layers, cfg.intermediate_size
     overlap = {}
+    # Each document's prompt as text (what the predictor reads; a static mask ignores it):
+    # (masks, scores) per domain, and the one mask of the mean score over every domain's prompts.
+    per_input = {
+      d: im.predict_masks(
+        run.ifp,
+        run.params,
+        run.predictor_tokenizer,
+        [tokenizer.decode(list(x.ids[: FLAGS.prompt_len])) for x in docs],
+        p_len,
+      )
+      for d, docs in held.items()
+    }
+    mean_scores = np.concatenate([sc for _, sc in per_input.values()]).mean(0)
+    mean_mask = griffin.units_to_mask(griffin.top_units(mean_scores, FLAGS.k), F)
     for d, docs in held.items():
       for v in variants:
         t0 = time.perf_counter()
@@ -400,12 +428,13 @@ def regime_a(cfg, params, tokenizer, held: dict, record: dict) -> dict:
           bias = np.asarray(run.params["predictor"]["head_out"]["bias"]).reshape(L, F)
           bias_units = griffin.top_units(bias, FLAGS.k)
           masks = griffin.units_to_mask(bias_units, F)[None].repeat(len(docs), 0)
+        elif v.endswith("_mean"):
+          masks = mean_mask[None].repeat(len(docs), 0)
         elif v.endswith("_task"):
           texts = [domains.DOMAIN_TASKS[d]] * len(docs)
-        else:  # the prompt as text (what the predictor reads), the static mask ignores it
-          texts = [tokenizer.decode(list(x.ids[: FLAGS.prompt_len])) for x in docs]
-        if not v.endswith("_bias"):
           masks, _ = im.predict_masks(run.ifp, run.params, run.predictor_tokenizer, texts, p_len)
+        else:
+          masks = per_input[d][0]
           if v.endswith("_input"):
             overlap[d] = _mask_overlap(np.asarray(masks), run, FLAGS.k)
         res[d][v] = _score(cfg, run, docs, masks, f"[{d}] {v}")
@@ -416,7 +445,27 @@ def regime_a(cfg, params, tokenizer, held: dict, record: dict) -> dict:
       info[name]["warm_start"] = json.loads(warm.read_text())
     if overlap:
       info[name]["mask_overlap"] = overlap
+      info[name]["mask_overlap_between_domains"] = _between_domains(
+        {d: np.asarray(m) for d, (m, _) in per_input.items()}, FLAGS.k
+      )
   return {"nll": res, "runs": info}
+
+
+def _between_domains(masks: dict, k: int) -> dict:
+  """{'a|b': fraction of kept units a document of domain a shares with one of domain b} (mean
+  over document pairs and layers), for every pair of domains a < b, and their mean ('all').
+  Against the within-domain figure: do the masks group by domain, as the paper's do?"""
+  import numpy as np
+
+  names, out = list(masks), {}
+  for i, a in enumerate(names):
+    for b in names[i + 1 :]:
+      on_a, on_b = masks[a] > 0.5, masks[b] > 0.5
+      # [Na, Nb] pairs: kept units shared per layer, summed over units, mean over layers
+      shared = np.einsum("ilf,jlf->ij", on_a.astype(np.float32), on_b.astype(np.float32))
+      out[f"{a}|{b}"] = float(shared.mean() / (k * on_a.shape[1]))
+  out["all"] = float(np.mean(list(out.values()))) if out else None
+  return out
 
 
 def _score(cfg, run, docs, masks, label: str) -> list[float]:
@@ -544,6 +593,11 @@ def summarise(nll: dict) -> dict:
       ("a_ifp_centred_input", "a_ifp_distill_input"),
       ("a_ifp_centred_input", "griffin"),
       ("a_ifp_centred_task", "a_static_domain_tables"),
+      ("a_ifp_distill_input", "a_ifp_distill_mean"),
+      ("a_ifp_distill_task", "a_ifp_distill_mean"),
+      ("a_ifp_centred_input", "a_ifp_centred_mean"),
+      ("a_ifp_distill_input", "a_static_domain_tables"),
+      ("a_ifp_distill_mean", "a_static_soft_warm_lr100"),
     ]
     for a, b in pairs:
       if a in per and b in per:
@@ -571,6 +625,10 @@ VERDICT_PAIRS = (
   ("a_ifp_centred_input", "a_ifp_centred_task"),
   ("a_ifp_centred_input", "a_ifp_centred_bias"),
   ("a_ifp_centred_input", "a_ifp_distill_input"),
+  ("a_ifp_distill_input", "a_ifp_distill_mean"),
+  ("a_ifp_centred_input", "a_ifp_centred_mean"),
+  ("a_ifp_distill_input", "a_static_domain_tables"),
+  ("a_ifp_distill_mean", "a_static_soft_warm_lr100"),
 )
 
 
@@ -699,6 +757,23 @@ def write_page(record: dict, out: pathlib.Path) -> None:
     for n, per in with_overlap.items():
       for d, o in per.items():
         lines.append(f"| {n} | {d} | {fmt(o['doc_vs_doc'])} | {fmt(o['vs_bias_only'])} |")
+    between = {
+      n: r["mask_overlap_between_domains"]
+      for n, r in runs.items()
+      if isinstance(r, dict) and "mask_overlap_between_domains" in r
+    }
+    if between:
+      pairs = list(next(iter(between.values())))
+      lines += [
+        "",
+        "The same between documents of two different domains (lower than within a domain ="
+        " the masks group by domain):",
+        "",
+        "| run | " + " | ".join(pairs) + " |",
+        "|---" * (len(pairs) + 1) + "|",
+      ]
+      for n, o in between.items():
+        lines.append(f"| {n} | " + " | ".join(fmt(o.get(x)) for x in pairs) + " |")
   lines += ["", "## Verdict per domain (computed from the numbers above)", ""]
   for d, r in table.items():
     p = r["paired"].get("griffin-calib_static")

@@ -34,7 +34,7 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
   want |= {"calib_domain", "griffin_oracle"}
   # One static table per domain (a run each), and the centred, GRIFFIN-distilled IFP.
   want |= {"a_static_domain_tables", "a_ifp_centred_input", "a_ifp_centred_task"}
-  want |= {"a_ifp_centred_bias"}
+  want |= {"a_ifp_centred_bias", "a_ifp_centred_mean"}
   for d in ("code", "math"):
     row = record["summary"][d]
     assert set(row["ppl"]) == want
@@ -48,6 +48,8 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
   run = runs["ifp_centred"]
   overlap = run["mask_overlap"]["code"]
   assert 0 < overlap["doc_vs_doc"] <= 1 and 0 < overlap["vs_bias_only"] <= 1
+  between = run["mask_overlap_between_domains"]
+  assert set(between) == {"code|math", "all"} and 0 < between["code|math"] <= 1
   # The distillation read --distill_rows (the quick preset's 10) and measured its held-out fit.
   assert run["warm_start"]["kind"] == "griffin" and run["warm_start"]["inputs"] == 10
   assert 0 < run["warm_start"]["heldout_overlap"] <= 1
