@@ -18,8 +18,8 @@ random init; its output layer is the ridge regression of the targets on the firs
 activations (closed form, centred: the bias is the mean target, so with a zero kernel it would
 be the 'calibration' start). With `model.head_center`, the head's centre is set to the mean
 activation, so the kernel's gradient carries only what differs between prompts. The ridge
-strength is chosen on a held-out fifth of the inputs by
-the top-k overlap of the predicted with the target selection, then refitted on all.
+strength is chosen on a held-out fifth of the inputs by the top-k overlap of the predicted with
+the target selection, then refitted on all.
 
 Every host reads the same rows (process 0's slice of the stream), so every host computes the
 same initial parameters.
