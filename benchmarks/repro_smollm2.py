@@ -69,7 +69,11 @@ TRAINED_NAMES = (
   "static_soft_warm_lr1000",
   "ifp_centred",
   "static_domain_tables",
+  "ifp_pertask",
 )
+# Runs whose config reads SFT records {prompt: the domain's task sentence, response: document}
+# instead of the CPT documents.
+TASK_SFT_RUNS = ("ifp_pertask",)
 flags.DEFINE_string("out", "benchmarks/results/repro_smollm2", "Folder for the results page.")
 flags.DEFINE_list(
   "stages", ["training_free", "regime_a"], "Stages to run: training_free, regime_a."
@@ -136,6 +140,8 @@ VARIANTS = (
   "a_ifp_centred_bias",
   "a_ifp_centred_mean",
   "a_static_domain_tables",
+  "a_ifp_pertask_task",
+  "a_ifp_pertask_taskmean",
 )
 TRAINING_FREE = VARIANTS[:7]
 # The plot's bars (all variants are in the tables).
@@ -154,9 +160,11 @@ PLOTTED = (
   "a_static_soft_warm_lr10",
   "a_static_soft_warm_lr100",
   "a_static_soft_warm_lr1000",
+  "a_ifp_distill_mean",
   "a_ifp_centred_input",
-  "a_ifp_centred_task",
+  "a_ifp_centred_mean",
   "a_static_domain_tables",
+  "a_ifp_pertask_task",
 )
 # configs/repro_smollm2/<name>.py -> the variants scored from its run
 TRAINED = {
@@ -188,11 +196,13 @@ TRAINED = {
   ),
   # one run per domain (a_static_domain_tables_<domain>); each domain scored with its own table
   "static_domain_tables": ("a_static_domain_tables",),
+  "ifp_pertask": ("a_ifp_pertask_task", "a_ifp_pertask_taskmean"),
 }
 # *_bias: the trained predictor's head bias alone (top k per layer), one mask for every input:
 # what is left of an IFP run without its input-dependent part. *_mean: the top k of the
 # predictor's mean score over every domain's held-out prompts, one mask for every input: the
-# best single mask this predictor offers (for a centred head, close to *_bias).
+# best single mask this predictor offers (for a centred head, close to *_bias). *_taskmean: the
+# top k of its mean score over the domains' task sentences, one mask for every input.
 
 
 def apply_presets() -> None:
@@ -394,6 +404,20 @@ def regime_a(cfg, params, tokenizer, held: dict, record: dict) -> dict:
     domain_jsonl[d] = work / f"train_docs_{d}.jsonl"
     domain_jsonl[d].write_text("\n".join(domain_rows) + "\n")
   jsonl.write_text("\n".join(rows) + "\n")
+  # The same documents as SFT records behind their domain's task sentence (TASK_SFT_RUNS); the
+  # document is cut to 200 tokens so that the chat-formatted record fits the 256-token row.
+  task_jsonl = work / "train_tasks.jsonl"
+  task_rows = [
+    json.dumps(
+      {
+        "prompt": domains.DOMAIN_TASKS[d],
+        "response": tokenizer.decode(list(doc.ids[:200])),
+      }
+    )
+    for d in held
+    for doc in domains.load_docs(tokenizer, d, "calib", FLAGS.n_train, 256, FLAGS.seed)
+  ]
+  task_jsonl.write_text("\n".join(task_rows) + "\n")
   res: dict = {d: {} for d in held}
   info: dict = {"train_docs": len(rows)}
   for name in FLAGS.trained:
@@ -403,7 +427,8 @@ def regime_a(cfg, params, tokenizer, held: dict, record: dict) -> dict:
       info[name] = domain_tables(cfg, name, domain_jsonl, held, res, record)
       continue
     variants = TRAINED[name]
-    run = load_run(train_run(name, jsonl, record["timings"]), dtype=cfg.dtype)
+    data = task_jsonl if name in TASK_SFT_RUNS else jsonl
+    run = load_run(train_run(name, data, record["timings"]), dtype=cfg.dtype)
     p_len = im.max_prompt_len(run.meta)
     L, F = cfg.num_hidden_layers, cfg.intermediate_size
     overlap = {}
@@ -421,6 +446,10 @@ def regime_a(cfg, params, tokenizer, held: dict, record: dict) -> dict:
     }
     mean_scores = np.concatenate([sc for _, sc in per_input.values()]).mean(0)
     mean_mask = griffin.units_to_mask(griffin.top_units(mean_scores, FLAGS.k), F)
+    _, task_scores = im.predict_masks(
+      run.ifp, run.params, run.predictor_tokenizer, [domains.DOMAIN_TASKS[d] for d in held], p_len
+    )
+    task_mean_mask = griffin.units_to_mask(griffin.top_units(task_scores.mean(0), FLAGS.k), F)
     for d, docs in held.items():
       for v in variants:
         t0 = time.perf_counter()
@@ -428,6 +457,8 @@ def regime_a(cfg, params, tokenizer, held: dict, record: dict) -> dict:
           bias = np.asarray(run.params["predictor"]["head_out"]["bias"]).reshape(L, F)
           bias_units = griffin.top_units(bias, FLAGS.k)
           masks = griffin.units_to_mask(bias_units, F)[None].repeat(len(docs), 0)
+        elif v.endswith("_taskmean"):
+          masks = task_mean_mask[None].repeat(len(docs), 0)
         elif v.endswith("_mean"):
           masks = mean_mask[None].repeat(len(docs), 0)
         elif v.endswith("_task"):
@@ -598,6 +629,10 @@ def summarise(nll: dict) -> dict:
       ("a_ifp_centred_input", "a_ifp_centred_mean"),
       ("a_ifp_distill_input", "a_static_domain_tables"),
       ("a_ifp_distill_mean", "a_static_soft_warm_lr100"),
+      ("a_ifp_pertask_task", "a_ifp_pertask_taskmean"),
+      ("a_ifp_pertask_task", "a_static_domain_tables"),
+      ("a_ifp_pertask_task", "a_static_soft_warm_lr100"),
+      ("a_ifp_pertask_task", "a_ifp_distill_input"),
     ]
     for a, b in pairs:
       if a in per and b in per:
@@ -629,6 +664,9 @@ VERDICT_PAIRS = (
   ("a_ifp_centred_input", "a_ifp_centred_mean"),
   ("a_ifp_distill_input", "a_static_domain_tables"),
   ("a_ifp_distill_mean", "a_static_soft_warm_lr100"),
+  ("a_ifp_pertask_task", "a_ifp_pertask_taskmean"),
+  ("a_ifp_pertask_task", "a_static_domain_tables"),
+  ("a_ifp_pertask_task", "a_static_soft_warm_lr100"),
 )
 
 
