@@ -23,7 +23,7 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
     "--stages=training_free,regime_a",
     "--train_steps=2",
     "--n_train=4",
-    "--trained=static_domain_tables,ifp_centred",
+    "--trained=static_domain_tables,ifp_centred,ifp_pertask",
     f"--workdir={work}",
     f"--out={out}",
   ]
@@ -35,6 +35,7 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
   # One static table per domain (a run each), and the centred, GRIFFIN-distilled IFP.
   want |= {"a_static_domain_tables", "a_ifp_centred_input", "a_ifp_centred_task"}
   want |= {"a_ifp_centred_bias", "a_ifp_centred_mean"}
+  want |= {"a_ifp_pertask_task", "a_ifp_pertask_taskmean"}  # reads only the task sentence
   for d in ("code", "math"):
     row = record["summary"][d]
     assert set(row["ppl"]) == want
@@ -58,6 +59,25 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
   assert "a_ifp_centred_input better than" in page or "better than a_ifp_centred_input" in page
   for png in ("domains.png", "overlap.png"):
     assert (out / png).stat().st_size > 1000
+  # The per-task run trained on SFT records: the task sentence, then the document.
+  first = json.loads((work / "train_tasks.jsonl").read_text().splitlines()[0])
+  assert first["prompt"] == "Continue the Python source file." and first["response"]
+  assert runs["ifp_pertask"]["warm_start"]["kind"] == "griffin"
+  # Run again for the training-free stage alone: its scores come from the record, unchanged.
+  again = cmd[:4] + ["--stages=training_free"] + cmd[5:]
+  log = subprocess.run(again, cwd=ROOT, env=env, check=True, timeout=600, capture_output=True)
+  assert b"training-free scores reused" in log.stdout
+  second = json.loads((out / "results.json").read_text())
+  for d in ("code", "math"):
+    for v in want & set(r_training_free()):
+      assert second["training_free"]["nll"][d][v] == record["training_free"]["nll"][d][v], v
+
+
+def r_training_free():
+  sys.path.insert(0, str(ROOT / "benchmarks"))
+  import repro_smollm2 as r
+
+  return r.TRAINING_FREE
 
 
 def test_variant_tables_are_consistent():
