@@ -101,10 +101,11 @@ flags.DEFINE_integer("k", 512, "Kept FFN units per layer (of 1536).")
 flags.DEFINE_integer("seed", 0, "Random-mask and reasoning-gym seed.")
 flags.DEFINE_integer("batch_size", 4, "Documents per forward pass.")
 flags.DEFINE_bool(
-  "reuse_training_free",
+  "reuse_scores",
   True,
-  "Take the training-free stage's scores from --out/results.json when that record was made with"
-  " the same settings and documents (its forward passes are ~8 min here).",
+  "Take scores from --out/results.json when that record was made with the same settings and"
+  " documents: the training-free stage's (~8 min here), and each trained variant's whose run"
+  " (workdir and step) is the same.",
 )
 flags.DEFINE_bool("quick", False, "Smoke run: 3 docs per domain, 32 + 32 tokens (minutes).")
 flags.DEFINE_bool(
@@ -262,10 +263,10 @@ def training_free(cfg, params, tokenizer, out: dict) -> dict:
     raise RuntimeError(f"no domain has documents: {notes}")
   out["timings"]["load_docs_s"] = time.perf_counter() - t0
   out["_held"] = held
-  previous = _previous_training_free(out, held, calib)
-  if previous is not None:
+  out["_previous"] = _previous_record(out, held, calib)
+  if out["_previous"] is not None:
     print(f"training-free scores reused from {FLAGS.out}/results.json (same settings and docs)")
-    return previous
+    return _previous_training_free(out, held)
 
   t0 = time.perf_counter()
   units = {
@@ -358,26 +359,42 @@ def training_free(cfg, params, tokenizer, out: dict) -> dict:
   }
 
 
-def _previous_training_free(record: dict, held: dict, calib: list) -> dict | None:
-  """The training-free stage of --out/results.json, if it scored the same documents with the
-  same settings (--reuse_training_free); else None."""
+def _previous_record(record: dict, held: dict, calib: list) -> dict | None:
+  """--out/results.json if it scored the same documents with the same settings and has every
+  training-free variant (--reuse_scores); else None."""
   path = pathlib.Path(FLAGS.out) / "results.json"
-  if not FLAGS.reuse_training_free or not path.is_file():
+  if not FLAGS.reuse_scores or not path.is_file():
     return None
   try:
     old = json.loads(path.read_text())
     tf = old["training_free"]
-  except (OSError, ValueError, KeyError):
+    same = (
+      old.get("config") == record["config"]
+      and tf.get("docs") == {d: [x.key for x in docs] for d, docs in held.items()}
+      and tf.get("calib_docs") == [c.key for c in calib]
+      and all(set(TRAINING_FREE) <= set(tf["nll"].get(d, {})) for d in held)
+    )
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
     return None
-  same = (
-    old.get("config") == record["config"]
-    and tf.get("docs") == {d: [x.key for x in docs] for d, docs in held.items()}
-    and tf.get("calib_docs") == [c.key for c in calib]
-    and all(set(TRAINING_FREE) <= set(tf["nll"].get(d, {})) for d in held)
-  )
-  if not same:
+  return old if same else None
+
+
+def _reused_score(record: dict, run_info: dict, d: str, v: str, run) -> list[float] | None:
+  """Variant v's per-document NLL on domain d from the previous record (`_previous_record`) if
+  it was scored from the same run (workdir and checkpoint step); else None."""
+  old = record.get("_previous")
+  if old is None or run_info.get("workdir") != str(run.workdir) or run_info.get("step") != run.step:
     return None
-  tf = dict(tf)
+  nll = old["training_free"]["nll"].get(d, {}).get(v)
+  if nll is not None:
+    print(f"[{d}] {v}: reused (same run and step)", flush=True)
+  return nll
+
+
+def _previous_training_free(record: dict, held: dict) -> dict:
+  """The training-free stage of the previous record, its scores restricted to this stage's."""
+  old = record["_previous"]
+  tf = dict(old["training_free"])
   tf["nll"] = {d: {v: tf["nll"][d][v] for v in TRAINING_FREE} for d in held}
   # Its timings as they were measured (the page's table lists where the time went).
   keys = {"calibration_s"} | {f"griffin_select_{d}_s" for d in held}
@@ -459,6 +476,8 @@ def regime_a(cfg, params, tokenizer, held: dict, record: dict) -> dict:
   task_jsonl.write_text("\n".join(task_rows) + "\n")
   res: dict = {d: {} for d in held}
   info: dict = {"train_docs": len(rows)}
+  # Runs of the previous record (--reuse_scores): name -> {workdir, step, ...}
+  previous = ((record.get("_previous") or {}).get("regime_a") or {}).get("runs", {})
   for name in FLAGS.trained:
     if name not in TRAINED:
       raise app.UsageError(f"--trained={name}: known runs are {', '.join(TRAINED)}")
@@ -507,7 +526,9 @@ def regime_a(cfg, params, tokenizer, held: dict, record: dict) -> dict:
           masks = per_input[d][0]
           if v.endswith("_input"):
             overlap[d] = _mask_overlap(np.asarray(masks), run, FLAGS.k)
-        res[d][v] = _score(cfg, run, docs, masks, f"[{d}] {v}")
+        res[d][v] = _reused_score(record, previous.get(name) or {}, d, v, run) or _score(
+          cfg, run, docs, masks, f"[{d}] {v}"
+        )
         record["timings"][f"{d}_{v}_s"] = time.perf_counter() - t0
     info[name] = {"workdir": str(run.workdir), "step": run.step}
     warm = pathlib.Path(run.workdir) / "warm_start.json"
@@ -575,7 +596,10 @@ def domain_tables(cfg, name: str, domain_jsonl: dict, held: dict, res: dict, rec
     masks, _ = im.predict_masks(
       run.ifp, run.params, run.predictor_tokenizer, texts, im.max_prompt_len(run.meta)
     )
-    res[d][variant] = _score(cfg, run, docs, masks, f"[{d}] {variant}")
+    before = ((record.get("_previous") or {}).get("regime_a") or {}).get("runs", {}).get(name)
+    res[d][variant] = _reused_score(record, (before or {}).get(d) or {}, d, variant, run) or _score(
+      cfg, run, docs, masks, f"[{d}] {variant}"
+    )
     record["timings"][f"{d}_{variant}_s"] = time.perf_counter() - t0
     info[d] = {"workdir": str(run.workdir), "step": run.step}
   return info
@@ -1032,11 +1056,13 @@ def main(argv):
   }
   record["training_free"] = training_free(cfg, params, tokenizer, record)
   held = record.pop("_held")
+  record.setdefault("_previous", None)
   if "regime_a" in FLAGS.stages:
     record["regime_a"] = regime_a(cfg, params, tokenizer, held, record)
     for d, per in record["regime_a"]["nll"].items():
       record["training_free"]["nll"][d].update(per)
     record["not_run"] = "Regime (b) (joint CPT + SFT): not implemented in this round."
+  record.pop("_previous")
   record["summary"] = summarise(record["training_free"]["nll"])
   record["timings"]["total_s"] = time.perf_counter() - start
   record["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
