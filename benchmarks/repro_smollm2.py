@@ -180,6 +180,11 @@ PLOTTED = (
   "a_ifp_centred_mean",
   "a_static_domain_tables",
   "a_ifp_pertask_task",
+  "a_ifp_pertask_taskmean",
+  "b_full",
+  "b_static",
+  "b_ifp_input",
+  "b_ifp_mean",
 )
 # configs/repro_smollm2/<name>.py -> the variants scored from its run
 TRAINED = {
@@ -965,6 +970,8 @@ def write_page(record: dict, out: pathlib.Path) -> None:
   ]
   lines += [f"| {k} | {v:.1f} |" for k, v in record["timings"].items()]
   lines += ["", "![per-domain perplexity](domains.png)", "", "![mask overlap](overlap.png)", ""]
+  if any(f"{a}-{b}" in next(iter(table.values()))["paired"] for a, b, _ in SELECTION_PAIRS):
+    lines += ["![per input vs one mask](per_input.png)", ""]
   if sum(v in variants for v in LR_SWEEP) >= 2 and "a_ifp_distill_input" in variants:
     lines += ["![static table's LR sweep](lr_sweep.png)", ""]
   (out / "results.md").write_text("\n".join(lines))
@@ -1014,6 +1021,53 @@ def plot(record: dict, out: pathlib.Path) -> None:
   fig.savefig(out / "overlap.png", dpi=120)
   plt.close(fig)
   plot_lr_sweep(record, out, plt)
+  plot_selection_value(record, out, plt)
+
+
+# per_input.png: does choosing per prompt (or per task) beat one mask of the same training?
+SELECTION_PAIRS = (
+  ("a_static_domain_tables", "a_static_soft_warm_lr100", "a table per domain - one table"),
+  ("a_ifp_distill_input", "a_ifp_distill_mean", "ifp_distill: per input - its mean mask"),
+  ("a_ifp_centred_input", "a_ifp_centred_mean", "ifp_centred: per input - its mean mask"),
+  ("a_ifp_pertask_task", "a_ifp_pertask_taskmean", "ifp_pertask: per task - its mean mask"),
+  ("b_ifp_input", "b_ifp_mean", "joint_ifp: per input - its mean mask"),
+  ("b_ifp_input", "b_static", "joint_ifp per input - joint_static"),
+)
+
+
+def plot_selection_value(record: dict, out: pathlib.Path, plt) -> None:
+  """per_input.png: paired NLL differences (nats/token, +- 2 s.e.) per domain for the pairs of
+  SELECTION_PAIRS that were scored; < 0 = choosing per input (or per task) is better."""
+  import numpy as np
+
+  table = record["summary"]
+  pairs = [
+    (a, b, t) for a, b, t in SELECTION_PAIRS if f"{a}-{b}" in next(iter(table.values()))["paired"]
+  ]
+  if not pairs:
+    return
+  doms = list(table)
+  fig, ax = plt.subplots(figsize=(4.0 + 2.0 * len(doms), 4.0))
+  w = 0.8 / len(pairs)
+  for i, (a, b, title) in enumerate(pairs):
+    ps = [table[d]["paired"][f"{a}-{b}"] for d in doms]
+    ax.errorbar(
+      np.arange(len(doms)) + i * w,
+      [p["mean"] for p in ps],
+      yerr=[2 * p["se"] for p in ps],
+      fmt="o",
+      capsize=3,
+      color=plt.cm.tab10(i % 10),
+      label=title,
+    )
+  ax.axhline(0.0, color="gray", ls=":")
+  ax.set_xticks(np.arange(len(doms)) + 0.4 - w / 2, doms)
+  ax.set_ylabel("NLL difference (nats/token, +- 2 s.e.)")
+  ax.set_title("Does choosing per input beat one mask of the same training? (< 0 = yes)")
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+  fig.tight_layout()
+  fig.savefig(out / "per_input.png", dpi=120)
+  plt.close(fig)
 
 
 # The static SoftTopK table's LR sweep (configs/repro_smollm2/static_soft_warm*.py).
