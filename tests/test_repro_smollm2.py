@@ -57,7 +57,7 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
   page = (out / "results.md").read_text()
   assert page.count("| code |") >= 3 and "| ifp_centred | 10 |" in page
   assert "a_ifp_centred_input better than" in page or "better than a_ifp_centred_input" in page
-  for png in ("domains.png", "overlap.png"):
+  for png in ("domains.png", "overlap.png", "per_input.png"):
     assert (out / png).stat().st_size > 1000
   # The per-task run trained on SFT records: the task sentence, then the document.
   first = json.loads((work / "train_tasks.jsonl").read_text().splitlines()[0])
