@@ -603,29 +603,52 @@ def _score(cfg, run, docs, masks, label: str) -> list[float]:
 
 def domain_tables(cfg, name: str, domain_jsonl: dict, held: dict, res: dict, record: dict) -> dict:
   """One static table per domain, trained on that domain's documents only; each domain's
-  held-out documents are scored with its own table (the per-task upper bound of a static mask)."""
+  held-out documents are scored with its own table (the per-task upper bound of a static mask),
+  and with every other domain's table (is a table specialised, or just trained longer?)."""
+  import numpy as np
 
   from ifp_jax.evals import domains
   from ifp_jax.infer import instruction_masks as im
   from ifp_jax.infer.run_loader import load_run
 
   (variant,) = TRAINED[name]
-  info = {}
+  before = ((record.get("_previous") or {}).get("regime_a") or {}).get("runs", {}).get(name) or {}
+  runs, masks = {}, {}
+  for t in held:
+    run_dir = train_run(name, domain_jsonl[t], record["timings"], run=f"{name}_{t}")
+    runs[t] = load_run(run_dir, dtype=cfg.dtype)
+    text = [domains.DOMAIN_TASKS[t]]  # a static mask ignores what it reads
+    m, _ = im.predict_masks(
+      runs[t].ifp,
+      runs[t].params,
+      runs[t].predictor_tokenizer,
+      text,
+      im.max_prompt_len(runs[t].meta),
+    )
+    masks[t] = np.asarray(m[0])
+  info: dict = {t: {"workdir": str(r.workdir), "step": r.step} for t, r in runs.items()}
+  cross: dict = {t: {} for t in held}  # table's domain -> scored domain -> per-document NLL
   for d, docs in held.items():
-    run = load_run(
-      train_run(name, domain_jsonl[d], record["timings"], run=f"{name}_{d}"), dtype=cfg.dtype
-    )
-    t0 = time.perf_counter()
-    texts = [domains.DOMAIN_TASKS[d]] * len(docs)  # a static mask ignores what it reads
-    masks, _ = im.predict_masks(
-      run.ifp, run.params, run.predictor_tokenizer, texts, im.max_prompt_len(run.meta)
-    )
-    before = ((record.get("_previous") or {}).get("regime_a") or {}).get("runs", {}).get(name)
-    res[d][variant] = _reused_score(record, (before or {}).get(d) or {}, d, variant, run) or _score(
-      cfg, run, docs, masks, f"[{d}] {variant}"
-    )
-    record["timings"][f"{d}_{variant}_s"] = time.perf_counter() - t0
-    info[d] = {"workdir": str(run.workdir), "step": run.step}
+    for t, run in runs.items():
+      t0 = time.perf_counter()
+      old = before.get(t) or {}
+      if t == d:
+        res[d][variant] = _reused_score(record, old, d, variant, run) or _score(
+          cfg, run, docs, masks[t], f"[{d}] {variant}"
+        )
+        record["timings"][f"{d}_{variant}_s"] = time.perf_counter() - t0
+        continue
+      same = old.get("workdir") == str(run.workdir) and old.get("step") == run.step
+      prev = before.get("cross_nll", {}).get(t, {}).get(d) if same else None
+      cross[t][d] = prev or _score(cfg, run, docs, masks[t], f"[{d}] {t}'s table")
+      record["timings"][f"{d}_{name}_{t}_s"] = time.perf_counter() - t0
+  info["cross_nll"] = cross
+  k = int(masks[next(iter(masks))].sum(-1).mean())
+  info["table_overlap"] = {
+    f"{a}|{b}": float((masks[a] * masks[b]).sum(-1).mean() / k)
+    for i, a in enumerate(held)
+    for b in list(held)[i + 1 :]
+  }
   return info
 
 
@@ -916,6 +939,34 @@ def write_page(record: dict, out: pathlib.Path) -> None:
       ]
       for n, o in between.items():
         lines.append(f"| {n} | " + " | ".join(fmt(o.get(x)) for x in pairs) + " |")
+  tables = runs.get("static_domain_tables")
+  if isinstance(tables, dict) and "cross_nll" in tables:
+    doms = list(table)
+    lines += [
+      "",
+      "One static table per domain (static_domain_tables): held-out perplexity of each domain",
+      "(columns) under each domain's table (rows); the diagonal is a_static_domain_tables. A",
+      "table that is specialised, not just trained longer, is best on its own domain:",
+      "",
+      "| table \\ scored | " + " | ".join(doms) + " |",
+      "|---" * (len(doms) + 1) + "|",
+    ]
+    for t in doms:
+      cells = []
+      for d in doms:
+        nll = (
+          table[d]["nll"]["a_static_domain_tables"]
+          if t == d
+          else sum(tables["cross_nll"][t][d]) / len(tables["cross_nll"][t][d])
+        )
+        cells.append(("**%s**" if t == d else "%s") % fmt(math.exp(nll)))
+      lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    lines += [
+      "",
+      "Kept units two domains' tables share (mean over layers): "
+      + ", ".join(f"{k} {fmt(v)}" for k, v in tables["table_overlap"].items())
+      + ".",
+    ]
   lines += ["", "## Verdict per domain (computed from the numbers above)", ""]
   for d, r in table.items():
     p = r["paired"].get("griffin-calib_static")
