@@ -948,7 +948,7 @@ def write_page(record: dict, out: pathlib.Path) -> None:
       "(columns) under each domain's table (rows); the diagonal is a_static_domain_tables. A",
       "table that is specialised, not just trained longer, is best on its own domain:",
       "",
-      "| table \\ scored | " + " | ".join(doms) + " |",
+      "| table / scored | " + " | ".join(doms) + " |",
       "|---" * (len(doms) + 1) + "|",
     ]
     for t in doms:

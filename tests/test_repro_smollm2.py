@@ -47,7 +47,7 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
   tables = runs["static_domain_tables"]
   assert set(tables) == {"code", "math", "cross_nll", "table_overlap"}
   assert len(tables["cross_nll"]["code"]["math"]) == 3  # code's table on math's documents
-  assert "| table \\ scored | code | math |" in (out / "results.md").read_text()
+  assert "| table / scored | code | math |" in (out / "results.md").read_text()
   assert runs["static_domain_tables"]["code"]["workdir"].endswith("a_static_domain_tables_code")
   run = runs["ifp_centred"]
   overlap = run["mask_overlap"]["code"]
