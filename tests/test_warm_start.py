@@ -135,15 +135,21 @@ def test_fit_head_out_recovers_an_input_dependent_selection():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("center", [False, True])
 def test_griffin_warm_start_makes_the_predictor_reproduce_the_fitted_scores(
-  tmp_path, tmp_path_factory
+  tmp_path, tmp_path_factory, center
 ):
   """A fresh soft_topk run with train.warm_start='griffin': the model's own predictor scores
   equal the distilled head's prediction computed here from the stream (so the warm start reads
-  the prompt exactly as the predictor does), the masks differ between inputs, and it trains."""
+  the prompt exactly as the predictor does), the masks differ between inputs, and it trains.
+  With model.head_center the centre is the mean activation of the distillation inputs, the
+  bias absorbs it (the same initial scores), and training never moves it."""
   from ifp_jax.model.ifp_model import IFPModel
 
   config = _warm_config(tmp_path, tmp_path_factory, "soft_topk", "griffin", 12)
+  if center:
+    config.model.head_center = True
+    config.cpt.predictor_bias_lr = 0.1
   trainer = Trainer(config, tmp_path / "run", devices=jax.devices()[:1])
   state, _, _ = trainer.init_or_restore()
   stats = json.loads((tmp_path / "run" / "warm_start.json").read_text())
@@ -164,6 +170,10 @@ def test_griffin_warm_start_makes_the_predictor_reproduce_the_fitted_scores(
   for layer in ("head_in", "head_out"):
     for name in ("kernel", "bias"):
       np.testing.assert_allclose(model["predictor"][layer][name], head[layer][name], atol=1e-6)
+  c = head.get("head_center", 0.0)
+  if center:
+    np.testing.assert_allclose(model["predictor"]["head_center"], c, atol=1e-6)
+    assert np.abs(c).max() > 1e-3
   scores = IFPModel(trainer.ifp).apply(
     {"params": model},
     batch["predictor_ids"],
@@ -179,12 +189,21 @@ def test_griffin_warm_start_makes_the_predictor_reproduce_the_fitted_scores(
     batch["predictor_lengths"][:, 0],
   )
   h = jax.nn.gelu(feat @ head["head_in"]["kernel"] + head["head_in"]["bias"])
-  want = (h @ head["head_out"]["kernel"] + head["head_out"]["bias"]).reshape(scores[:, 0].shape)
+  want = ((h - c) @ head["head_out"]["kernel"] + head["head_out"]["bias"]).reshape(
+    scores[:, 0].shape
+  )
   np.testing.assert_allclose(np.asarray(scores[:, 0]), np.asarray(want), rtol=1e-4, atol=1e-4)
   units = griffin.top_units(np.asarray(scores[:, 0]), 32)
   assert not np.array_equal(units[0], units[1])  # input-dependent from step 0
   summary = Trainer(config, tmp_path / "run", devices=jax.devices()[:1]).run()
   assert summary["stages"]["cpt"]["last_step"] == 2
+  if center:  # the centre is a constant; the bias trained at its own LR
+    from ifp_jax.infer.run_loader import load_run
+
+    trained = load_run(tmp_path / "run").params["predictor"]
+    np.testing.assert_array_equal(trained["head_center"], model["predictor"]["head_center"])
+    moved = np.abs(trained["head_out"]["bias"] - model["predictor"]["head_out"]["bias"]).max()
+    assert moved > 0.05, moved  # 2 steps at LR 0.1 (warm-up 0 here), not the predictor's 1e-3
 
 
 def test_griffin_warm_start_needs_a_predictor(tmp_path, tmp_path_factory):
