@@ -85,10 +85,10 @@ flags.DEFINE_string("workdir", "runs/repro_smollm2", "Training runs of the train
 flags.DEFINE_integer("train_steps", 0, "regime_a CPT steps (0 = configs/repro_smollm2 default).")
 flags.DEFINE_list(
   "trained",
-  # The default: the strongest static score table, its per-domain upper bound (4 runs), the
-  # distilled IFP and its centred form; ~65 min from scratch here (training-free ~8 min, ~8 min
-  # per run).
-  ["static_soft_warm_lr100", "ifp_distill", "ifp_centred", "static_domain_tables"],
+  # The default: the strongest static score table, its per-domain upper bound (4 runs), and IFP
+  # per input and per task; ~80 min from scratch here (training-free ~8 min, ~8 min per run,
+  # scoring ~15 min). The record also ran ifp_centred and regime (b)'s joint_* (~12 min each).
+  ["static_soft_warm_lr100", "ifp_distill", "ifp_pertask", "static_domain_tables"],
   "regime_a runs (configs/repro_smollm2/<name>.py): " + ", ".join(TRAINED_NAMES) + ".",
 )
 flags.DEFINE_integer(
