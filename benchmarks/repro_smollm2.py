@@ -441,7 +441,8 @@ def train_run(name: str, jsonl: pathlib.Path, timings: dict, run: str = "") -> p
     f"--workdir={run_dir}",
   ]
   if FLAGS.train_steps and not name.endswith("_untrained"):  # that one stays at 1 frozen step
-    cmd.append(f"--config.cpt.steps={FLAGS.train_steps}")
+    stage = "sft" if name in TASK_SFT_RUNS else "cpt"  # the stage the run trains in
+    cmd.append(f"--config.{stage}.steps={FLAGS.train_steps}")
   if FLAGS.distill_rows and name.startswith(("ifp_distill", "ifp_centred")):
     cmd.append(f"--config.train.warm_start_rows={FLAGS.distill_rows}")
   if FLAGS.scale:
