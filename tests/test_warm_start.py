@@ -216,3 +216,16 @@ def test_griffin_warm_start_needs_a_predictor(tmp_path, tmp_path_factory):
   )
   with pytest.raises(ConfigValidationError, match="a predictor kind"):
     Trainer(config, tmp_path_factory.mktemp("warm"), devices=jax.devices()[:1])
+
+
+def test_a_centred_head_needs_the_griffin_start_that_sets_its_centre(tmp_path, tmp_path_factory):
+  config = tu.small_config(
+    tu.shared_data_dir(tmp_path_factory),
+    mesh=(1, 1, 1),
+    model__init_from=f"hf:{tiny_model(tmp_path / 'hf', 'llama', True, None)}",
+    model__predictor_init_layers=1,
+    model__head_center=True,
+    train__warm_start="calibration",
+  )
+  with pytest.raises(ConfigValidationError, match="model.head_center"):
+    Trainer(config, tmp_path_factory.mktemp("centre"), devices=jax.devices()[:1])

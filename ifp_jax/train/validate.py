@@ -266,6 +266,14 @@ def check_values(config, ifp: IFPConfig) -> list[Problem]:
     need("train.warm_start_rows", t.warm_start_rows, int(t.warm_start_rows) >= 1, ">= 1")
     v = float(t.warm_start_scale)
     need("train.warm_start_scale", v, math.isfinite(v) and v > 0, "a finite number > 0")
+  if ifp.head.center:
+    need(
+      "model.head_center",
+      True,
+      warm == "griffin" and ifp.uses_predictor,
+      "False unless train.warm_start='griffin' on a predictor kind (that start sets the centre; "
+      "otherwise it stays 0 and changes nothing)",
+    )
   if int(t.seq_len) > ifp.llm.max_position_embeddings:
     problems.append(
       Problem(
