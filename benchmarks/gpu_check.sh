@@ -81,8 +81,10 @@ for bench in benchmarks/*.py; do
     --out="$RESULTS/repro")
   # repro_smollm2.py: real SmolLM2 weights; without --quick its --scale preset (bf16, more docs).
   if [ "$(basename "$bench")" = repro_smollm2.py ]; then
+    # Two trained runs (the static table and the distilled IFP, which also gives its mean
+    # mask): the default seven would not fit one lease's device time at --scale's 300 steps.
     extra=(--workdir="$RESULTS/repro_smollm2_runs" --out="$RESULTS/repro_smollm2" \
-      --stages=training_free,regime_a)
+      --stages=training_free,regime_a --trained=static_soft_warm_lr100,ifp_distill)
     [ -z "${QUICK_FLAG:-}" ] && extra+=(--scale)
   fi
   # sft_packing.py: the packed / unpacked SFT step in the GPU's compute dtype.
