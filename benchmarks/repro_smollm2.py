@@ -644,9 +644,8 @@ def domain_tables(cfg, name: str, domain_jsonl: dict, held: dict, res: dict, rec
       cross[t][d] = prev or _score(cfg, run, docs, masks[t], f"[{d}] {t}'s table")
       record["timings"][f"{d}_{name}_{t}_s"] = time.perf_counter() - t0
   info["cross_nll"] = cross
-  k = int(masks[next(iter(masks))].sum(-1).mean())
   info["table_overlap"] = {
-    f"{a}|{b}": float((masks[a] * masks[b]).sum(-1).mean() / k)
+    f"{a}|{b}": float((masks[a] * masks[b]).sum(-1).mean() / FLAGS.k)
     for i, a in enumerate(held)
     for b in list(held)[i + 1 :]
   }
