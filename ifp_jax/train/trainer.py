@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 
+from ifp_jax.data import batch_text
 from ifp_jax.data.pipeline import build_iterator
 from ifp_jax.data.tokenization import Tokenizer, load_tokenizer
 from ifp_jax.model.config import LlamaConfig
@@ -441,8 +442,12 @@ class Trainer:
       data_state = None
       logger.start_stage(stage.name, stage.end - step)
       t0, tokens_since = time.perf_counter(), 0
+      first = True
       while step < min(stage.end, budget_end):
         batch = next(it)
+        if first and self.is_main:  # what the model sees, for reading (data/batch_text.py)
+          self._write_batch_text(batch, stage.name, step + 1)
+        first = False
         with self._scope():
           state, metrics = train(state, sharding.host_to_global(batch, self.mesh))
         step += 1
@@ -508,6 +513,12 @@ class Trainer:
       plot_loss_curves(self.workdir / "metrics.jsonl", self.workdir / "loss_curve.png")
       summary = run_files.merge_summary(self.workdir / "summary.json", summary)
     return summary
+
+  def _write_batch_text(self, batch: dict, stage: str, step: int) -> None:
+    path = self.workdir / "batches" / f"{stage}_step{step}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = batch_text.render_rows(batch, self.tokenizer, self.predictor_tokenizer)
+    path.write_text(f"# {stage}: the first batch of this invocation (step {step})\n" + text)
 
   def _held_out_sample(self, name: str) -> list | None:
     """The fixed held-out sample of stage `name` ("cpt" | "sft"), built once per run."""
