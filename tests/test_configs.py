@@ -276,3 +276,18 @@ def test_remat_gives_the_same_losses(data_dir, f32_run, tmp_path, remat):
   got, _ = _losses(data_dir, tmp_path, model__remat=remat)
   for step, (a, b) in enumerate(zip(got, ref, strict=True), 1):
     assert math.isclose(a, b, rel_tol=REMAT_RTOL), f"remat={remat} step {step}: {a} vs {b}"
+
+
+@pytest.mark.parametrize(
+  "freeze, kind, message",
+  [
+    ("llm,head", "soft_topk", "train.freeze='llm,head' must be a comma list of"),
+    ("llm,predictor_trunk", "static", "no 'predictor_trunk' unless model.mask_kind"),
+  ],
+)
+def test_a_bad_freeze_names_the_field(freeze, kind, message):
+  config, ifp = _tiny(train__freeze=freeze, model__mask_kind=kind)
+  with pytest.raises(validate.ConfigValidationError) as e:
+    validate.validate(config, ifp, (1, 1, 1))
+  assert message in str(e.value)
+  assert {p.field for p in e.value.problems} == {"train.freeze"}

@@ -1,5 +1,6 @@
 """Optimizer groups (ifp_jax/train/optim.py): the head's centre never trains; the head's output
-bias can train at its own LR; without that option the state is what it always was."""
+bias can train at its own LR; without that option the state is what it always was; a frozen
+predictor trunk leaves the head's output layer as the only predictor part that trains."""
 
 import jax
 import jax.numpy as jnp
@@ -62,3 +63,43 @@ def test_without_a_bias_lr_the_bias_trains_with_the_predictor_and_the_state_is_u
   np.testing.assert_array_equal(up["head_center"], 0.0)
   # Checkpoints written before the option existed restore: no new optimizer-state entry.
   assert set(tx.init(p).inner_states) == {"llm", "predictor", "lagrange", "frozen"}
+
+
+def test_a_frozen_predictor_trunk_leaves_only_the_head_output_layer_training():
+  p = params()
+  p["model"]["predictor"]["backbone"] = {"w": jnp.ones((3,))}
+  p["model"]["predictor"]["head_in"] = {"kernel": jnp.ones((3, 2))}
+  labels = optim.param_labels(p, frozen=("predictor_trunk",))["model"]
+  assert labels["predictor"] == {
+    "backbone": {"w": "frozen"},
+    "head_in": {"kernel": "frozen"},
+    "head_out": {"kernel": "predictor", "bias": "predictor"},
+    "head_center": "frozen",
+  }
+  assert labels["llm"] == {"w": "llm"}
+  tx = optim.make_optimizer(
+    llm_schedule=optax.constant_schedule(1e-2),
+    predictor_schedule=optax.constant_schedule(1e-3),
+    lagrange_lr=0.0,
+    weight_decay=0.0,
+    grad_clip=0.0,
+    frozen=("predictor_trunk",),
+  )
+  up = one_update(tx, p)["model"]["predictor"]
+  np.testing.assert_array_equal(up["backbone"]["w"], 0.0)
+  np.testing.assert_array_equal(up["head_in"]["kernel"], 0.0)
+  np.testing.assert_allclose(up["head_out"]["kernel"], -1e-3, rtol=1e-4)
+
+
+def test_an_unknown_frozen_part_is_refused_by_name():
+  import pytest
+
+  with pytest.raises(ValueError, match="freeze='head'.*predictor_trunk"):
+    optim.make_optimizer(
+      llm_schedule=optax.constant_schedule(1e-2),
+      predictor_schedule=optax.constant_schedule(1e-3),
+      lagrange_lr=0.0,
+      weight_decay=0.0,
+      grad_clip=0.0,
+      frozen=("head",),
+    )

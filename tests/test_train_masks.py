@@ -165,3 +165,31 @@ def test_everything_frozen_saves_the_initial_state_as_a_good_checkpoint(data_dir
   start = jax.device_get(init.params["model"])
   for x, y in zip(jax.tree.leaves(load_run(tmp_path / "run").params), jax.tree.leaves(start)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_a_frozen_predictor_trunk_trains_only_the_head_output_layer(data_dir, tmp_path):
+  """train.freeze='llm,predictor_trunk': the predictor's backbone and head_in never move, its
+  output layer does, and the logged predictor gradient norm is the output layer's alone."""
+  from ifp_jax.infer.run_loader import load_run
+
+  overrides = dict(train__freeze="llm,predictor_trunk", cpt__steps=2, sft__steps=0)
+  overrides.update(train__log_every=1)
+  init, _, _ = _trainer(data_dir, tmp_path / "init", **overrides).init_or_restore()
+  _trainer(data_dir, tmp_path / "run", **overrides).run()
+  start = jax.device_get(init.params["model"]["predictor"])
+  after = load_run(tmp_path / "run").params["predictor"]
+  assert set(start) >= {"backbone", "head_in", "head_out"}
+  for part in start:
+    moved = max(
+      float(np.abs(np.asarray(x) - np.asarray(y)).max())
+      for x, y in zip(jax.tree.leaves(after[part]), jax.tree.leaves(start[part]))
+    )
+    if part == "head_out":
+      assert moved > 1e-4, part  # two Adam steps at the predictor LR
+    else:
+      assert moved == 0, part
+  rows = read_metrics(tmp_path / "run")
+  assert rows[1]["grad_norm_llm"] == 0 and rows[1]["grad_norm_predictor"] > 0
+  # The stage's first batch, as text (data/batch_text.py), for reading what the model saw.
+  seen = (tmp_path / "run" / "batches" / "cpt_step1.txt").read_text()
+  assert "=== row 0:" in seen and "--- predictor input 0" in seen and "⟦" in seen

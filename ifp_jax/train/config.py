@@ -80,7 +80,7 @@ def default_config() -> ml_collections.ConfigDict:
   t.adam_b2 = 0.95
   t.lagrange_lr = 0.05  # gradient-ascent LR of the Lagrange multipliers (HardConcrete kinds)
   t.target_warmup_frac = 0.2  # HardConcrete target sparsity ramps over this fraction of steps
-  t.freeze = ""  # "" | "llm" | "predictor" | "llm,predictor"
+  t.freeze = ""  # comma list of llm, predictor, predictor_trunk (all but the head's output layer)
   t.eval_rows = 512  # held-out sample per stage (fixed rows of the eval split; 0 = no eval)
   t.eval_every = 0  # also evaluate it every N steps (a multiple of log_every; 0 = stage ends)
   # Divergence guards: a non-finite state, or a logged loss / gradient norm above these (0 = off),

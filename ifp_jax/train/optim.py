@@ -4,7 +4,8 @@ by gradient ascent, all in one `update`.
 Parameter groups are read off the param tree: {'model': {'llm', 'predictor', 'static_log_alpha'},
 'lagrange': {'lambda1', 'lambda2'}}. The static mask's log-alphas train with the predictor group;
 the predictor head's output bias trains in a group of its own ('predictor_bias') when it has its
-own schedule; the head's centre (`FROZEN_PARAMS`) never trains.
+own schedule; the head's centre (`FROZEN_PARAMS`) never trains. `train.freeze='predictor_trunk'`
+freezes the predictor's backbone and head_in: only its output layer learns, on fixed features.
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ GROUPS = ("llm", "predictor", "predictor_bias", "lagrange", "frozen")
 # Leaves (paths below the model component) that are constants of the model, not trained.
 FROZEN_PARAMS = (("predictor", "head_center"),)
 PREDICTOR_BIAS = ("predictor", "head_out", "bias")
+# train.freeze values: model components, or the predictor's trunk (everything but head_out).
+FREEZABLE = ("llm", "predictor", "predictor_trunk")
+PREDICTOR_HEAD = "head_out"
+
+
+def in_predictor_trunk(keys: Sequence[Any]) -> bool:
+  """Whether a leaf (its keys below 'model') is the predictor's, outside its output layer."""
+  return len(keys) > 1 and keys[0] == "predictor" and keys[1] != PREDICTOR_HEAD
 
 
 def stage_schedule(stages: Sequence[tuple[int, float, int]]) -> optax.Schedule:
@@ -52,6 +61,8 @@ def param_labels(params: Any, frozen: Sequence[str] = (), bias_group: bool = Fal
     # Prefixes: a boxed (nn.Partitioned) leaf's path goes one key deeper.
     if group in frozen or keys[1:3] in FROZEN_PARAMS:
       return "frozen"
+    if "predictor_trunk" in frozen and in_predictor_trunk(keys[1:]):
+      return "frozen"
     if bias_group and keys[1:4] == PREDICTOR_BIAS:
       return "predictor_bias"
     return group
@@ -75,8 +86,8 @@ def make_optimizer(
   With `predictor_bias_schedule`, the head's output bias is a group of its own (this adds one
   entry to the optimizer state, so a run keeps the choice it started with)."""
   for name in frozen:
-    if name not in ("llm", "predictor"):
-      raise ValueError(f"freeze={name!r}: expected 'llm' or 'predictor'")
+    if name not in FREEZABLE:
+      raise ValueError(f"freeze={name!r}: expected one of {', '.join(FREEZABLE)}")
 
   def adamw(schedule):
     chain = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []

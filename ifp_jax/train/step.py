@@ -78,6 +78,11 @@ def train_step(
       name: jax.lax.stop_gradient(sub) if optim.component_group(name) in cfg.frozen else sub
       for name, sub in params["model"].items()
     }
+    if "predictor_trunk" in cfg.frozen and "predictor" in model_params:
+      model_params["predictor"] = {
+        key: jax.lax.stop_gradient(sub) if optim.in_predictor_trunk(("predictor", key)) else sub
+        for key, sub in model_params["predictor"].items()
+      }
     out = model.apply(
       {"params": model_params}, batch.model_inputs(), deterministic=False, rngs={"mask": rng}
     )

@@ -30,7 +30,7 @@ import jax
 
 from ifp_jax.model.config import LlamaConfig
 from ifp_jax.model.ifp_model import IFPConfig
-from ifp_jax.train import warm_start
+from ifp_jax.train import optim, warm_start
 from ifp_jax.train.sharding import MESH_AXES, resolve_mesh_shape
 
 log = logging.getLogger(__name__)
@@ -266,6 +266,16 @@ def check_values(config, ifp: IFPConfig) -> list[Problem]:
     need("train.warm_start_rows", t.warm_start_rows, int(t.warm_start_rows) >= 1, ">= 1")
     v = float(t.warm_start_scale)
     need("train.warm_start_scale", v, math.isfinite(v) and v > 0, "a finite number > 0")
+  frozen = [x for x in str(t.freeze).split(",") if x]
+  for name in frozen:
+    need("train.freeze", t.freeze, name in optim.FREEZABLE, f"a comma list of {optim.FREEZABLE}")
+  if "predictor_trunk" in frozen:
+    need(
+      "train.freeze",
+      t.freeze,
+      ifp.uses_predictor,
+      "no 'predictor_trunk' unless model.mask_kind is a predictor kind",
+    )
   if ifp.head.center:
     need(
       "model.head_center",
