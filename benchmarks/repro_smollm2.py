@@ -70,13 +70,17 @@ TRAINED_NAMES = (
   "ifp_centred",
   "static_domain_tables",
   "ifp_pertask",
+  "ifp_pertask_frozen",
+  "ifp_frozen",
   "joint_full",
   "joint_static",
   "joint_ifp",
 )
 # Runs whose config reads SFT records {prompt: the domain's task sentence, response: document}
 # instead of the CPT documents.
-TASK_SFT_RUNS = ("ifp_pertask",)
+TASK_SFT_RUNS = ("ifp_pertask", "ifp_pertask_frozen")
+# Runs whose head starts as a GRIFFIN distillation (train.warm_start='griffin'; --distill_rows).
+DISTILLED_RUNS = ("ifp_distill", "ifp_centred", "ifp_frozen", "ifp_pertask")
 flags.DEFINE_string("out", "benchmarks/results/repro_smollm2", "Folder for the results page.")
 flags.DEFINE_list(
   "stages", ["training_free", "regime_a"], "Stages to run: training_free, regime_a."
@@ -92,7 +96,18 @@ flags.DEFINE_list(
   "regime_a runs (configs/repro_smollm2/<name>.py): " + ", ".join(TRAINED_NAMES) + ".",
 )
 flags.DEFINE_integer(
-  "distill_rows", 0, "Rows of ifp_distill*'s GRIFFIN distillation (0 = the config's default)."
+  "distill_rows", 0, "Rows of the GRIFFIN distillation of the distilled IFP runs (0 = config's)."
+)
+flags.DEFINE_integer(
+  "calib_rows",
+  0,
+  "Rows of the calibration warm start of the other runs that have one (0 = the config's).",
+)
+flags.DEFINE_list(
+  "carry_over",
+  [],
+  "Runs not re-trained here whose scores (and run notes) are copied from --out/results.json,"
+  " which must have scored the same documents with the same settings (the page says so).",
 )
 flags.DEFINE_integer("n_train", 64, "regime_a training documents per domain (calib split).")
 flags.DEFINE_list("domains", ["code", "chat", "math", "shakespeare"], "Domains to evaluate.")
@@ -152,6 +167,11 @@ VARIANTS = (
   "a_static_domain_tables",
   "a_ifp_pertask_task",
   "a_ifp_pertask_taskmean",
+  "a_ifp_pertask_frozen_task",
+  "a_ifp_pertask_frozen_taskmean",
+  "a_ifp_frozen_input",
+  "a_ifp_frozen_task",
+  "a_ifp_frozen_mean",
   "b_full",
   "b_static",
   "b_ifp_input",
@@ -181,6 +201,9 @@ PLOTTED = (
   "a_static_domain_tables",
   "a_ifp_pertask_task",
   "a_ifp_pertask_taskmean",
+  "a_ifp_pertask_frozen_task",
+  "a_ifp_frozen_input",
+  "a_ifp_frozen_mean",
   "b_full",
   "b_static",
   "b_ifp_input",
@@ -217,6 +240,9 @@ TRAINED = {
   # one run per domain (a_static_domain_tables_<domain>); each domain scored with its own table
   "static_domain_tables": ("a_static_domain_tables",),
   "ifp_pertask": ("a_ifp_pertask_task", "a_ifp_pertask_taskmean"),
+  # the same two with the predictor's trunk frozen: only the head's output layer learns
+  "ifp_pertask_frozen": ("a_ifp_pertask_frozen_task", "a_ifp_pertask_frozen_taskmean"),
+  "ifp_frozen": ("a_ifp_frozen_input", "a_ifp_frozen_task", "a_ifp_frozen_mean"),
   # regime (b), CPT stage: the LLM trains with its masks (configs/repro_smollm2/joint_*.py)
   "joint_full": ("b_full",),
   "joint_static": ("b_static",),
@@ -235,6 +261,7 @@ def apply_presets() -> None:
   if FLAGS.quick:
     FLAGS.n_docs, FLAGS.n_calib, FLAGS.prompt_len, FLAGS.cont_len = 3, 2, 32, 32
     FLAGS.distill_rows = FLAGS.distill_rows or 10
+    FLAGS.calib_rows = FLAGS.calib_rows or 8
   if FLAGS.scale:
     FLAGS.n_docs, FLAGS.n_calib, FLAGS.prompt_len, FLAGS.cont_len = 128, 32, 256, 768
     FLAGS.batch_size = 16
@@ -443,8 +470,11 @@ def train_run(name: str, jsonl: pathlib.Path, timings: dict, run: str = "") -> p
   if FLAGS.train_steps and not name.endswith("_untrained"):  # that one stays at 1 frozen step
     stage = "sft" if name in TASK_SFT_RUNS else "cpt"  # the stage the run trains in
     cmd.append(f"--config.{stage}.steps={FLAGS.train_steps}")
-  if FLAGS.distill_rows and name.startswith(("ifp_distill", "ifp_centred")):
-    cmd.append(f"--config.train.warm_start_rows={FLAGS.distill_rows}")
+  if name.startswith(DISTILLED_RUNS):
+    if FLAGS.distill_rows:
+      cmd.append(f"--config.train.warm_start_rows={FLAGS.distill_rows}")
+  elif FLAGS.calib_rows:
+    cmd.append(f"--config.train.warm_start_rows={FLAGS.calib_rows}")
   if FLAGS.scale:
     cmd += ["--config.model.dtype=bfloat16", "--config.train.batch_size=32"]
   t0 = time.perf_counter()
@@ -497,6 +527,7 @@ def regime_a(cfg, params, tokenizer, held: dict, record: dict) -> dict:
   info: dict = {"train_docs": len(rows)}
   # Runs of the previous record (--reuse_scores): name -> {workdir, step, ...}
   previous = ((record.get("_previous") or {}).get("regime_a") or {}).get("runs", {})
+  carry_over(record, held, res, info)
   for name in FLAGS.trained:
     if name not in TRAINED:
       raise app.UsageError(f"--trained={name}: known runs are {', '.join(TRAINED)}")
@@ -565,6 +596,38 @@ def regime_a(cfg, params, tokenizer, held: dict, record: dict) -> dict:
         {d: np.asarray(m) for d, (m, _) in per_input.items()}, FLAGS.k
       )
   return {"nll": res, "runs": info}
+
+
+def carry_over(record: dict, held: dict, res: dict, info: dict) -> None:
+  """--carry_over: each named run's variant scores and run notes, copied from the previous
+  record (`_previous_record`: same documents and settings), marked `carried_over`."""
+  if not FLAGS.carry_over:
+    return
+  old = record.get("_previous")
+  if old is None:
+    raise app.UsageError(
+      f"--carry_over needs {pathlib.Path(FLAGS.out) / 'results.json'} made with the same"
+      " documents and settings (and --reuse_scores)"
+    )
+  runs = (old.get("regime_a") or {}).get("runs", {})
+  for name in FLAGS.carry_over:
+    if name in FLAGS.trained:
+      raise app.UsageError(f"--carry_over={name} is also in --trained")
+    missing = [
+      f"{d}/{v}"
+      for d in held
+      for v in TRAINED.get(name, ())
+      if v not in old["training_free"]["nll"].get(d, {})
+    ]
+    if name not in runs or name not in TRAINED or missing:
+      raise app.UsageError(
+        f"--carry_over={name}: the previous record has no such run ({', '.join(missing)})"
+      )
+    info[name] = dict(runs[name], carried_over=True)
+    for d in held:
+      for v in TRAINED[name]:
+        res[d][v] = old["training_free"]["nll"][d][v]
+    print(f"{name}: scores carried over from the previous record", flush=True)
 
 
 def _between_domains(masks: dict, k: int) -> dict:
@@ -743,6 +806,16 @@ def summarise(nll: dict) -> dict:
       ("a_ifp_pertask_task", "a_static_domain_tables"),
       ("a_ifp_pertask_task", "a_static_soft_warm_lr100"),
       ("a_ifp_pertask_task", "a_ifp_distill_input"),
+      ("a_ifp_pertask_frozen_task", "a_ifp_pertask_frozen_taskmean"),
+      ("a_ifp_pertask_frozen_task", "a_static_domain_tables"),
+      ("a_ifp_pertask_frozen_task", "a_static_soft_warm_lr100"),
+      ("a_ifp_pertask_frozen_task", "a_ifp_pertask_task"),
+      ("a_ifp_frozen_input", "a_ifp_frozen_mean"),
+      ("a_ifp_frozen_input", "a_ifp_frozen_task"),
+      ("a_ifp_frozen_input", "a_static_soft_warm_lr100"),
+      ("a_ifp_frozen_input", "a_static_domain_tables"),
+      ("a_ifp_frozen_input", "a_ifp_distill_input"),
+      ("a_ifp_frozen_input", "griffin"),
       ("b_ifp_input", "b_static"),
       ("b_ifp_input", "b_ifp_mean"),
       ("b_ifp_input", "b_ifp_task"),
@@ -783,6 +856,12 @@ VERDICT_PAIRS = (
   ("a_ifp_pertask_task", "a_ifp_pertask_taskmean"),
   ("a_ifp_pertask_task", "a_static_domain_tables"),
   ("a_ifp_pertask_task", "a_static_soft_warm_lr100"),
+  ("a_ifp_pertask_frozen_task", "a_ifp_pertask_frozen_taskmean"),
+  ("a_ifp_pertask_frozen_task", "a_static_domain_tables"),
+  ("a_ifp_pertask_frozen_task", "a_static_soft_warm_lr100"),
+  ("a_ifp_frozen_input", "a_ifp_frozen_mean"),
+  ("a_ifp_frozen_input", "a_static_soft_warm_lr100"),
+  ("a_ifp_frozen_input", "a_static_domain_tables"),
   ("b_ifp_input", "b_static"),
   ("b_ifp_input", "b_ifp_mean"),
 )
@@ -851,6 +930,14 @@ def write_page(record: dict, out: pathlib.Path) -> None:
     "  per-input masks beat the static table trained alike (joint_static) and its own mean mask",
     "  beyond 2 s.e. on at least two domains; the dense model trained alike (joint_full) stays",
     "  ahead of both.",
+    "- H11 (added after ifp_pertask failed: its trained trunk moved the head input away from",
+    "  the fixed centre): with the predictor's trunk frozen (ifp_pertask_frozen: only the",
+    "  head's output layer learns, on fixed centred features), per-task IFP trains stably and",
+    "  beats the shared table (static_soft_warm_lr100) and its own mean-over-tasks mask beyond",
+    "  2 s.e. on at least two domains, closing part of the way to static_domain_tables.",
+    "- H12 (same time): per input with the trunk frozen (ifp_frozen), the masks differ more",
+    "  between domains than ifp_centred's (between-domain overlap < 0.95) and the per-input",
+    "  masks beat their own mean mask beyond 2 s.e. on at least two domains.",
     "",
     "## Held-out perplexity per domain (training-free and, when run, regime a)",
     "",
@@ -906,6 +993,14 @@ def write_page(record: dict, out: pathlib.Path) -> None:
       f"| {d} | {fmt(o['griffin_vs_calib_static'])} | {fmt(o['griffin_between_docs'])} |"
     )
   runs = record.get("regime_a", {}).get("runs", {})
+  carried = [n for n, r in runs.items() if isinstance(r, dict) and r.get("carried_over")]
+  if carried:
+    lines += [
+      "",
+      f"Not re-trained in this invocation (--carry_over): {', '.join(carried)}; their scores"
+      " and run notes are copied from the previous record, which scored the same documents"
+      " with the same settings.",
+    ]
   with_overlap = {
     n: r["mask_overlap"] for n, r in runs.items() if isinstance(r, dict) and "mask_overlap" in r
   }
@@ -1081,6 +1176,13 @@ SELECTION_PAIRS = (
   ("a_ifp_distill_input", "a_ifp_distill_mean", "ifp_distill: per input - its mean mask"),
   ("a_ifp_centred_input", "a_ifp_centred_mean", "ifp_centred: per input - its mean mask"),
   ("a_ifp_pertask_task", "a_ifp_pertask_taskmean", "ifp_pertask: per task - its mean mask"),
+  (
+    "a_ifp_pertask_frozen_task",
+    "a_ifp_pertask_frozen_taskmean",
+    "ifp_pertask_frozen: per task - its mean mask",
+  ),
+  ("a_ifp_pertask_frozen_task", "a_static_soft_warm_lr100", "ifp_pertask_frozen - one table"),
+  ("a_ifp_frozen_input", "a_ifp_frozen_mean", "ifp_frozen: per input - its mean mask"),
   ("b_ifp_input", "b_ifp_mean", "joint_ifp: per input - its mean mask"),
   ("b_ifp_input", "b_static", "joint_ifp per input - joint_static"),
 )

@@ -23,7 +23,7 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
     "--stages=training_free,regime_a",
     "--train_steps=2",
     "--n_train=4",
-    "--trained=static_domain_tables,ifp_centred,ifp_pertask",
+    "--trained=static_domain_tables,ifp_frozen,ifp_pertask_frozen",
     f"--workdir={work}",
     f"--out={out}",
   ]
@@ -32,10 +32,10 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
   record = json.loads((out / "results.json").read_text())
   want = {"full", "random", "calib_static", "griffin", "griffin_dense_prefill"}
   want |= {"calib_domain", "griffin_oracle"}
-  # One static table per domain (a run each), and the centred, GRIFFIN-distilled IFP.
-  want |= {"a_static_domain_tables", "a_ifp_centred_input", "a_ifp_centred_task"}
-  want |= {"a_ifp_centred_bias", "a_ifp_centred_mean"}
-  want |= {"a_ifp_pertask_task", "a_ifp_pertask_taskmean"}  # reads only the task sentence
+  # One static table per domain (a run each), and the centred, GRIFFIN-distilled IFP with its
+  # trunk frozen, per input and per task (reads only the task sentence).
+  want |= {"a_static_domain_tables", "a_ifp_frozen_input", "a_ifp_frozen_task"}
+  want |= {"a_ifp_frozen_mean", "a_ifp_pertask_frozen_task", "a_ifp_pertask_frozen_taskmean"}
   for d in ("code", "math"):
     row = record["summary"][d]
     assert set(row["ppl"]) == want
@@ -49,7 +49,7 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
   assert len(tables["cross_nll"]["code"]["math"]) == 3  # code's table on math's documents
   assert "| table / scored | code | math |" in (out / "results.md").read_text()
   assert runs["static_domain_tables"]["code"]["workdir"].endswith("a_static_domain_tables_code")
-  run = runs["ifp_centred"]
+  run = runs["ifp_frozen"]
   overlap = run["mask_overlap"]["code"]
   assert 0 < overlap["doc_vs_doc"] <= 1 and 0 < overlap["vs_bias_only"] <= 1
   between = run["mask_overlap_between_domains"]
@@ -58,21 +58,31 @@ def test_quick_run_covers_training_free_and_regime_a(tmp_path):
   assert run["warm_start"]["kind"] == "griffin" and run["warm_start"]["inputs"] == 10
   assert 0 < run["warm_start"]["heldout_overlap"] <= 1
   page = (out / "results.md").read_text()
-  assert page.count("| code |") >= 3 and "| ifp_centred | 10 |" in page
-  assert "a_ifp_centred_input better than" in page or "better than a_ifp_centred_input" in page
+  assert page.count("| code |") >= 3 and "| ifp_frozen | 10 |" in page
+  assert "a_ifp_frozen_input better than" in page or "better than a_ifp_frozen_input" in page
   for png in ("domains.png", "overlap.png", "per_input.png"):
     assert (out / png).stat().st_size > 1000
   # The per-task run trained on SFT records: the task sentence, then the document.
   first = json.loads((work / "train_tasks.jsonl").read_text().splitlines()[0])
   assert first["prompt"] == "Continue the Python source file." and first["response"]
-  assert runs["ifp_pertask"]["warm_start"]["kind"] == "griffin"
-  # Run again: every score comes from the record (same documents, runs and steps), unchanged.
-  log = subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=600, capture_output=True)
+  assert runs["ifp_pertask_frozen"]["warm_start"]["kind"] == "griffin"
+  # --calib_rows (the quick preset's 8) bounds the calibration start of the domain tables.
+  assert "over 8 cpt rows" in (work / "a_static_domain_tables_code" / "train.log").read_text()
+  # Only the head's output layer trained: its trunk is the GRIFFIN-distilled start's.
+  assert "predictor_trunk" in (work / "a_ifp_frozen" / "config.json").read_text()
+  # Run again: every score comes from the record (same documents, runs and steps), unchanged;
+  # the per-task run is not re-scored but carried over from the record.
+  again = [a for a in cmd if not a.startswith("--trained=")]
+  again += ["--trained=static_domain_tables,ifp_frozen", "--carry_over=ifp_pertask_frozen"]
+  log = subprocess.run(again, cwd=ROOT, env=env, check=True, timeout=600, capture_output=True)
   assert b"training-free scores reused" in log.stdout
-  assert b"[math] a_ifp_pertask_task: reused (same run and step)" in log.stdout
+  assert b"[math] a_ifp_frozen_input: reused (same run and step)" in log.stdout
   assert b"[code] a_static_domain_tables: reused (same run and step)" in log.stdout
+  assert b"ifp_pertask_frozen: scores carried over from the previous record" in log.stdout
   second = json.loads((out / "results.json").read_text())
   assert second["training_free"]["nll"] == record["training_free"]["nll"]
+  assert second["regime_a"]["runs"]["ifp_pertask_frozen"]["carried_over"] is True
+  assert "(--carry_over): ifp_pertask_frozen;" in (out / "results.md").read_text()
 
 
 def test_variant_tables_are_consistent():
