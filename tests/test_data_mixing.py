@@ -217,3 +217,35 @@ def test_held_out_sample_is_fixed_and_bounded(docs):
   with pytest.raises(ValueError, match="no records in split 'eval'"):
     cfg.cpt.sources.d.options.eval_fraction = 0.0
     heldout.held_out_sample(cfg, TOK, rows=10, **kw)
+
+
+def test_a_task_source_feeds_its_task_sentence_to_every_predictor_input(docs):
+  """Per-task CPT (text option `task`): the predictor reads the source's task sentence, not the
+  chunk; the LLM side of the row (tokens, targets, loss, routing) is the plain source's."""
+  rows = {}
+  for task in ("", "Continue the file."):
+    cfg = _data_cfg(docs, num_chunks=4)
+    opts = {"task": task} if task else {}
+    cfg.cpt.sources = {"d": source_config("text", [str(docs / "docs.jsonl")], **opts)}
+    rows[task] = next(build_iterator(cfg, TOK, kind="cpt", seq_len=32, batch_size=2, seed=1))
+  plain, task = rows[""], rows["Continue the file."]
+  for key in ("input_ids", "targets", "loss_weights", "mask_index", "segment_ids"):
+    np.testing.assert_array_equal(plain[key], task[key])
+  want = TOK.encode("Continue the file.")[:8]  # P = 32 / 4
+  assert task["predictor_ids"].shape == plain["predictor_ids"].shape == (2, 3, 8)
+  assert (task["predictor_ids"] == np.asarray(want, np.int32)).all()
+  assert (task["predictor_lengths"] == 8).all()
+  short = pipeline.task_inputs(plain_row(plain), TOK.encode("ab"), TOK.pad_id)
+  assert short["predictor_lengths"].tolist() == [2, 2, 2]
+  assert short["predictor_ids"][:, 2:].tolist() == [[TOK.pad_id] * 6] * 3
+
+
+def plain_row(batch):
+  return {k: np.asarray(v)[0] for k, v in batch.items()}
+
+
+def test_task_is_refused_on_an_sft_source(docs):
+  cfg = _data_cfg(docs)
+  cfg.sft.sources = {"q": source_config("jsonl_sft", [str(docs / "sft.jsonl")], task="x")}
+  with pytest.raises(ValueError, match="source 'q': option task is for 'text' sources"):
+    build_iterator(cfg, TOK, kind="sft", seq_len=32, batch_size=2)

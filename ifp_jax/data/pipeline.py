@@ -92,7 +92,9 @@ def default_data_config() -> ml_collections.ConfigDict:
   #   weight  mixture weight (relative; 0 disables the source)
   #   split   split read for training ("train"); eval iterators pass split= explicitly
   #   options kind-specific:
-  #     text:          extensions, exclude_dirs, member_glob (archives), max_files, max_bytes
+  #     text:          task (the text every predictor input reads instead of its chunk: per-task
+  #                    CPT; "" = the chunk), extensions, exclude_dirs, member_glob (archives),
+  #                    max_files, max_bytes
   #                    (0 = no limit), eval_fraction (held out by file hash), text_field
   #                    (jsonl), piece_chars (documents cut into pieces of at most this many
   #                    characters at build time; -1: 8 * seq_len; 0: whole documents)
@@ -176,6 +178,17 @@ def _ends_document(record: Mapping[str, Any]) -> bool:
     return True
   i, n = _text(record["piece"]).split("/")
   return int(i) == int(n) - 1
+
+
+def task_inputs(example: dict[str, Any], task_ids: list[int], pad_id: int) -> dict[str, Any]:
+  """A CPT example whose every predictor input [C, P] reads `task_ids` (cut to P), right-padded:
+  the source's task sentence instead of the chunk's text (per-task CPT; masks still serve the
+  next chunk, so the loss is the same tokens')."""
+  c, p = example["predictor_ids"].shape
+  n = max(1, min(len(task_ids), p))
+  ids = np.full((c, p), pad_id, np.int32)
+  ids[:, :n] = np.asarray(task_ids[:n] or [pad_id], np.int32)
+  return {**example, "predictor_ids": ids, "predictor_lengths": np.full(c, n, np.int32)}
 
 
 def _pad_predictor(
@@ -357,6 +370,12 @@ def build_iterator(
     if src["kind"] not in allowed:
       raise ValueError(f"{kind} source {name!r} has kind {src['kind']!r}; use one of {allowed}")
     options = dict(src.get("options") or {})
+    # Per-task CPT: every predictor input of this source's rows reads `task`, not its chunk. Not
+    # a build option: the built records (and their cache key) stay the same.
+    task = str(options.pop("task", "") or "")
+    if task and src["kind"] != "text":
+      raise ValueError(f"source {name!r}: option task is for 'text' sources, not {src['kind']!r}")
+    task_ids = ptok.encode(task) if task else None
     if src["kind"] == "text" and int(options.get("piece_chars", -1) or 0) < 0:
       options["piece_chars"] = PIECE_ROWS * seq_len
     mat = builders.materialize(
@@ -396,7 +415,7 @@ def build_iterator(
         )
       ).to_iter_dataset(read)
 
-      def routed(row_doc, i=index):
+      def routed(row_doc, i=index, task_ids=task_ids):
         ex = {
           **packing.route_cpt_row(row_doc[0], data_cfg.num_chunks),
           "_source": np.int32(i),
@@ -406,6 +425,8 @@ def build_iterator(
         }
         if own:  # the predictor reads the chunk's text in its own tokens
           ex = predictor_input.retokenize_chunks(ex, tokenizer, ptok, data_cfg.max_prompt_len)
+        if task_ids is not None:
+          ex = task_inputs(ex, task_ids, ptok.pad_id)
         return _pad_predictor(ex, pred_len, ptok.pad_id, sft_inputs)
 
       it = packing.PackIterDataset(it, seq_len, with_doc=True).map(routed)
