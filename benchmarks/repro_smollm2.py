@@ -92,8 +92,9 @@ flags.DEFINE_integer("train_steps", 0, "regime_a CPT steps (0 = configs/repro_sm
 flags.DEFINE_list(
   "trained",
   # The default: the strongest static score table, its per-domain upper bound (4 runs), and IFP
-  # per input and per task (on the CPT documents, trunk frozen); ~80 min from scratch here (training-free ~8 min, ~8 min per run,
-  # scoring ~15 min). The record also ran ifp_centred and regime (b)'s joint_* (~12 min each).
+  # per input and per task (on the CPT documents, trunk frozen); ~80 min from scratch here
+  # (training-free ~8 min, ~8 min per run, scoring ~15 min). The records also ran ifp_centred,
+  # the other per-task runs and regime (b)'s joint_* (~10-12 min each).
   ["static_soft_warm_lr100", "ifp_distill", "ifp_pertask_cpt", "static_domain_tables"],
   "regime_a runs (configs/repro_smollm2/<name>.py): " + ", ".join(TRAINED_NAMES) + ".",
 )
