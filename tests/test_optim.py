@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from ifp_jax.train import optim
 
@@ -29,7 +30,7 @@ def one_update(tx, p):
   return updates
 
 
-def make(bias_lr=None):
+def make(bias_lr=None, frozen=()):
   return optim.make_optimizer(
     llm_schedule=optax.constant_schedule(1e-2),
     predictor_schedule=optax.constant_schedule(1e-3),
@@ -37,6 +38,7 @@ def make(bias_lr=None):
     lagrange_lr=0.0,
     weight_decay=0.0,
     grad_clip=0.0,
+    frozen=frozen,
   )
 
 
@@ -77,29 +79,12 @@ def test_a_frozen_predictor_trunk_leaves_only_the_head_output_layer_training():
     "head_center": "frozen",
   }
   assert labels["llm"] == {"w": "llm"}
-  tx = optim.make_optimizer(
-    llm_schedule=optax.constant_schedule(1e-2),
-    predictor_schedule=optax.constant_schedule(1e-3),
-    lagrange_lr=0.0,
-    weight_decay=0.0,
-    grad_clip=0.0,
-    frozen=("predictor_trunk",),
-  )
-  up = one_update(tx, p)["model"]["predictor"]
+  up = one_update(make(frozen=("predictor_trunk",)), p)["model"]["predictor"]
   np.testing.assert_array_equal(up["backbone"]["w"], 0.0)
   np.testing.assert_array_equal(up["head_in"]["kernel"], 0.0)
   np.testing.assert_allclose(up["head_out"]["kernel"], -1e-3, rtol=1e-4)
 
 
 def test_an_unknown_frozen_part_is_refused_by_name():
-  import pytest
-
   with pytest.raises(ValueError, match="freeze='head'.*predictor_trunk"):
-    optim.make_optimizer(
-      llm_schedule=optax.constant_schedule(1e-2),
-      predictor_schedule=optax.constant_schedule(1e-3),
-      lagrange_lr=0.0,
-      weight_decay=0.0,
-      grad_clip=0.0,
-      frozen=("head",),
-    )
+    make(frozen=("head",))

@@ -442,12 +442,11 @@ class Trainer:
       data_state = None
       logger.start_stage(stage.name, stage.end - step)
       t0, tokens_since = time.perf_counter(), 0
-      first = True
+      first_step = step + 1
       while step < min(stage.end, budget_end):
         batch = next(it)
-        if first and self.is_main:  # what the model sees, for reading (data/batch_text.py)
-          self._write_batch_text(batch, stage.name, step + 1)
-        first = False
+        if step + 1 == first_step and self.is_main:  # what the model sees (data/batch_text.py)
+          self._write_batch_text(batch, stage.name, first_step)
         with self._scope():
           state, metrics = train(state, sharding.host_to_global(batch, self.mesh))
         step += 1
