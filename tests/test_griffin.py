@@ -175,3 +175,24 @@ def test_griffin_export_loads_in_transformers_and_generates_same(trained_run, ru
     export.export_pruned(
       src, tmp_path / "h", instruction=prompt, mask_source="griffin", fold_soft_mask=True
     )
+
+
+def test_griffin_runs_on_a_dense_run_at_its_model_k(run):
+  """GRIFFIN needs only the LLM and k: a dense run (mask_kind 'none', e.g. the fine-tuned upper
+  bound of benchmarks/repro_smollm2.py) prunes with it at its config's model.k; modes that need
+  the run's own masks stay refused, as does a k that keeps every unit."""
+  import dataclasses
+
+  dense_ifp = dataclasses.replace(run.ifp, mask_kind="none", predictor=None)
+  dense = dataclasses.replace(run, ifp=dense_ifp)
+  got = PrunedRunner(dense, "griffin").kept(PROMPTS)
+  np.testing.assert_array_equal(got, PrunedRunner(run, "griffin").kept(PROMPTS))
+  assert got.shape[-1] == run.ifp.k < run.ifp.llm.intermediate_size
+  with pytest.raises(ValueError, match="only modes 'full' and 'griffin' apply, not 'per_input'"):
+    PrunedRunner(dense, "per_input")
+  f = run.ifp.llm.intermediate_size
+  wide = dataclasses.replace(dense, ifp=dataclasses.replace(dense_ifp, k=f))
+  with pytest.raises(
+    ValueError, match=rf"model.k = {f} units per layer, which must be in \(0, {f}\)"
+  ):
+    PrunedRunner(wide, "griffin")

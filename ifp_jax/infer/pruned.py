@@ -7,7 +7,8 @@ Modes of `PrunedRunner`:
              reused for every later prompt of that task.
   griffin    training-free (ifp_jax/infer/griffin.py): the full LLM prefills the prompt (or the
              given instruction, templated like the prompt) and each layer keeps its k units of
-             largest normalised SwiGLU activation norm; the predictor is not used.
+             largest normalised SwiGLU activation norm; the predictor is not used, so a dense
+             run (mask_kind 'none') works too, at its config's model.k.
 
 Rows whose kept units are identical share one gathered model and run as one batch. Rows with
 different units run in one batch too: the gathered FFN weights get a leading row axis and the
@@ -138,9 +139,16 @@ class PrunedRunner:
   def __init__(self, run: LoadedRun, mode: str = "per_input"):
     if mode not in MODES:
       raise ValueError(f"mode={mode!r}; expected one of {MODES}")
-    if mode != "full" and not run.ifp.has_masks:
+    if mode not in ("full", "griffin") and not run.ifp.has_masks:
       raise ValueError(
-        f"{run.workdir} is a dense run (mask_kind='none'): only mode 'full' applies, not {mode!r}"
+        f"{run.workdir} is a dense run (mask_kind='none'): it has no masks of its own, so only"
+        f" modes 'full' and 'griffin' apply, not {mode!r}"
+      )
+    if mode == "griffin" and not 0 < run.ifp.k < run.ifp.llm.intermediate_size:
+      # A dense run's k is its config's model.k, which nothing else checked.
+      raise ValueError(
+        f"{run.workdir}: GRIFFIN keeps model.k = {run.ifp.k} units per layer, which must be in"
+        f" (0, {run.ifp.llm.intermediate_size})"
       )
     self.run, self.mode = run, mode
     self.tokenizer = run.tokenizer
