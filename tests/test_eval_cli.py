@@ -65,6 +65,9 @@ def test_results_cover_every_variant_and_benchmark(record):
     nll = per["skills"]["answer_nll_groups"]
     assert {"domain:strings", "reverse"} <= set(nll) and nll["reverse"]["n"] == 1
     assert 0 < per["skills"]["answer_nll"] < 20
+    # ... and of reasoning-gym's gold answers, per task.
+    assert set(per["math"]["answer_nll_groups"]) == {"basic_arithmetic", "gsm_symbolic"}
+    assert 0 < per["math"]["answer_nll"] < 20
   v = on_disk["variants"]
   assert v["full"]["ffn_units"] == v["full"]["d_ff"] == 384 and v["per_input"]["ffn_units"] == 128
   assert v["again"]["mode"] == "per_task"
@@ -80,7 +83,9 @@ def test_results_cover_every_variant_and_benchmark(record):
   )
   md = (out / "results.md").read_text()
   assert "| per_task |" in md and "mmlu_5shot by group" in md
-  assert "skills answer_nll by group" in md
+  assert "skills answer_nll by group" in md and "math answer_nll by group" in md
+  math_rows = (out / "samples" / "per_task" / "math.jsonl").read_text().splitlines()
+  assert all(json.loads(r)["answer_nll"] > 0 for r in math_rows)
   for f in ("scores.png", "groups_skills.png", "mask_overlap.png", "mask_layers.png"):
     assert (out / f).read_bytes()[:4] == b"\x89PNG"
   ma = on_disk["mask_analysis"]["summary"]

@@ -18,7 +18,7 @@ import re
 from typing import Any, Sequence
 
 from ifp_jax.data import sources
-from ifp_jax.evals import common
+from ifp_jax.evals import common, skill_suite
 
 NAME = "math"
 DEFAULT_TASKS = ("basic_arithmetic", "gsm_symbolic")
@@ -130,6 +130,11 @@ def run(
   prompts, cut = common.fit_prompts(ctx.runner, questions, max_new, chat=True)
   instr = ctx.predictor_inputs(questions, [instruction_keys(t) for t, _ in items])
   replies = common.batched_generate(ctx, prompts, instr, max_new_tokens=max_new, chat=True)
+  # Per-token NLL of the gold answer after the question (skill_suite's rule): a graded measure
+  # where exact match is near 0 for every variant.
+  nll = skill_suite.answer_nll(
+    ctx, [{"prompt": q, "answer": str(e["answer"])} for q, (_, e) in zip(questions, items)], instr
+  )
   scores, answers = [], []
   for (task, entry), reply in zip(items, replies):
     answer = extract_answer(reply)
@@ -145,8 +150,9 @@ def run(
         "reply": r,
         "extracted": a,
         "score": s,
+        "answer_nll": v,
       }
-      for (t, e), r, a, s in zip(items, replies, answers, scores)
+      for (t, e), r, a, s, v in zip(items, replies, answers, scores, nll, strict=True)
     ],
   )
   exact = [float(s >= 1.0) for s in scores]
@@ -157,6 +163,8 @@ def run(
       len(items),
       common.group_means([t for t, _ in items], scores),
       exact=common.mean(exact),
+      answer_nll=common.mean(nll),
+      answer_nll_groups=common.group_means([t for t, _ in items], nll),
       prompts_truncated=cut,
       eval_seed=sources.reasoning_gym_seeds(spec.seed)[1],
       dropped_train_duplicates=dropped,
