@@ -19,6 +19,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import gguf  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import train_utils as tu  # noqa: E402
 
 from ifp_jax.io import gguf as gguf_io  # noqa: E402
 
@@ -43,32 +44,19 @@ def smollm2_path() -> pathlib.Path:
 
 
 @pytest.fixture(scope="module")
-def hf_gguf_dir(smollm2_path, tmp_path_factory) -> pathlib.Path:
-  """A folder holding only a link to the GGUF, as transformers wants (folder + file name)."""
-  folder = tmp_path_factory.mktemp("hf_gguf")
-  (folder / smollm2_path.name).symlink_to(smollm2_path)
-  return folder
-
-
-@pytest.fixture(scope="module")
 def ours(smollm2_path):
   return gguf_io.read_gguf_llama(smollm2_path)  # Default cache: fast on repeated runs.
 
 
 @pytest.fixture(scope="module")
-def hf_model(hf_gguf_dir, smollm2_path):
-  transformers = pytest.importorskip("transformers")  # In requirements: never actually skips.
-  model = transformers.AutoModelForCausalLM.from_pretrained(
-    hf_gguf_dir, gguf_file=smollm2_path.name, dtype="float32"
-  )
-  return model
+def hf_model(smollm2_path, tmp_path_factory):
+  pytest.importorskip("transformers")  # In requirements: never actually skips.
+  return tu.hf_from_gguf("model", smollm2_path, tmp_path_factory)  # parsed once per session
 
 
 @pytest.fixture(scope="module")
-def hf_tokenizer(hf_gguf_dir, smollm2_path):
-  from transformers import AutoTokenizer
-
-  return AutoTokenizer.from_pretrained(hf_gguf_dir, gguf_file=smollm2_path.name)
+def hf_tokenizer(smollm2_path, tmp_path_factory):
+  return tu.hf_from_gguf("tokenizer", smollm2_path, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+import train_utils as tu
 import transformers
 
 from ifp_jax.infer.generate import (
@@ -46,22 +47,13 @@ def ours():
 
 
 @pytest.fixture(scope="module")
-def hf_dir(gguf_path, tmp_path_factory) -> pathlib.Path:
-  folder = tmp_path_factory.mktemp("smollm2_gguf")
-  (folder / gguf_path.name).symlink_to(gguf_path)
-  return folder
+def hf_model(gguf_path, tmp_path_factory):
+  return tu.hf_from_gguf("model", gguf_path, tmp_path_factory)  # parsed once per session
 
 
 @pytest.fixture(scope="module")
-def hf_model(hf_dir, gguf_path):
-  return transformers.AutoModelForCausalLM.from_pretrained(
-    hf_dir, gguf_file=gguf_path.name, dtype="float32"
-  ).eval()
-
-
-@pytest.fixture(scope="module")
-def hf_tokenizer(hf_dir, gguf_path):
-  return transformers.AutoTokenizer.from_pretrained(hf_dir, gguf_file=gguf_path.name)
+def hf_tokenizer(gguf_path, tmp_path_factory):
+  return tu.hf_from_gguf("tokenizer", gguf_path, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

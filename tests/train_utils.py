@@ -216,3 +216,46 @@ def poll(
 
 def stage_losses(rows: Mapping[int, dict[str, Any]], stage: str) -> list[float]:
   return [r["loss"] for _, r in sorted(rows.items()) if r["stage"] == stage]
+
+
+def hf_from_gguf(kind: str, gguf: pathlib.Path, tmp_path_factory) -> Any:
+  """transformers' own import of a GGUF file ('model', f32, eval mode, or 'tokenizer'), made
+  once per test session and shared by the pytest-xdist workers through files.
+
+  transformers parses the GGUF's metadata (49k token strings) in Python for each import: ~20 s
+  for the model and again for the tokenizer, in every test module that wants them (measured
+  here: 44 s for the model). The saved state dict and tokenizer files reload in about a second
+  and are transformers' import bit for bit: what the parity tests compare against is unchanged.
+  """
+  import filelock
+  import torch
+  import transformers
+
+  if kind not in ("model", "tokenizer"):
+    raise ValueError(f"kind={kind!r}; expected 'model' or 'tokenizer'")
+  base = tmp_path_factory.getbasetemp()
+  root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # shared by workers
+  folder = root / "hf_from_gguf" / f"{gguf.stem}_{kind}"
+  folder.parent.mkdir(parents=True, exist_ok=True)
+  with filelock.FileLock(str(folder) + ".lock"):
+    if not (folder / "complete").exists():
+      src = folder.parent / f"{gguf.stem}_src"
+      src.mkdir(exist_ok=True)
+      if not (src / gguf.name).exists():
+        (src / gguf.name).symlink_to(gguf)
+      folder.mkdir(exist_ok=True)
+      if kind == "tokenizer":
+        transformers.AutoTokenizer.from_pretrained(src, gguf_file=gguf.name).save_pretrained(folder)
+      else:
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+          src, gguf_file=gguf.name, dtype="float32"
+        )
+        model.config.to_json_file(folder / "config.json")
+        torch.save(model.state_dict(), folder / "state_dict.pt")
+      (folder / "complete").touch()
+  if kind == "tokenizer":
+    return transformers.AutoTokenizer.from_pretrained(folder)
+  config = transformers.AutoConfig.from_pretrained(folder)
+  model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+  model.load_state_dict(torch.load(folder / "state_dict.pt"))
+  return model.eval()
