@@ -77,6 +77,65 @@ def test_decoder_impls_agree_prefill_and_cached_decode():
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
 
 
+def test_causal_blocks_equal_the_full_scores():
+  """attend(causal=True) (query blocks against the keys up to their end) == the full product,
+  with padding and segments, on every query that sees a key; 2 and 4 blocks."""
+  assert [attention.causal_blocks(t) for t in (1, 64, 100, 128, 200, 256, 512)] == [
+    1,
+    1,
+    1,
+    2,
+    2,
+    4,
+    4,
+  ]
+  for t in (128, 256):
+    q, k, v = _qkv(t=t, s=t, seed=t)
+    valid = jnp.asarray(np.arange(t)[None] >= np.array([[0], [3]]))  # row 1 left-padded by 3
+    seg = jnp.asarray((np.arange(t)[None] * 3 // t).repeat(2, 0))
+    for mask in (
+      attention.make_mask(jnp.arange(t), valid),
+      attention.make_mask(jnp.arange(t), valid, seg, seg),
+    ):
+      blocked = attention.attend(q, k, v, mask, impl="xla", causal=True)
+      full = attention.attend(q, k, v, mask, impl="xla")
+      seen = np.asarray(mask.any(-1))
+      np.testing.assert_allclose(np.asarray(blocked)[seen], np.asarray(full)[seen], atol=1e-6)
+      dpa = attention.attend(q, k, v, mask, impl="dot_product", causal=True)
+      np.testing.assert_allclose(np.asarray(dpa)[seen], np.asarray(full)[seen], atol=1e-5)
+  q, k, v = _qkv(t=4)
+  with pytest.raises(ValueError, match="causal=True needs S == T"):
+    attention.attend(q, k, v, jnp.ones((2, 4, 12), bool), impl="xla", causal=True)
+
+
+def test_prefill_into_an_empty_cache_reads_only_its_keys():
+  """Decoder(empty_cache=True) (generate's prefill): the same logits and cache as attending
+  over the whole cache, and the next decode step agrees."""
+  cfg = LlamaConfig(vocab_size=64, hidden_size=32, num_attention_heads=4, num_key_value_heads=2)
+  init = jax.jit(Decoder(cfg).init)
+  params = nn.unbox(init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
+  ids = jax.random.randint(jax.random.key(1), (2, 128), 0, 64)  # 2 causal blocks
+  attn = jnp.asarray(np.arange(128)[None] >= np.array([[0], [5]]))
+  model = Decoder(cfg)
+  outs = []
+  for empty in (False, True):
+    pre = model.apply(
+      {"params": params},
+      ids,
+      attention_mask=attn,
+      cache=KVCache.init(cfg, 2, 160),
+      empty_cache=empty,
+    )
+    step = model.apply(
+      {"params": params}, ids[:, :1], attention_mask=jnp.ones((2, 1), bool), cache=pre.cache
+    )
+    # Left-padding slots see no key: their outputs (and cache entries, never read) may differ.
+    real = (pre.cache.k[:, 0], pre.cache.k[:, 1, 5:], pre.cache.v[:, 0], pre.cache.v[:, 1, 5:])
+    outs.append((pre.logits[0], pre.logits[1, 5:], *real, pre.cache.valid, step.logits))
+  for a, b in zip(*outs):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
 def test_impl_names_defaults_and_hf_config():
   assert attention.resolve_impl("auto", "cpu") == "xla"
   assert attention.resolve_impl("auto", "gpu") == "dot_product"

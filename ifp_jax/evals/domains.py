@@ -263,7 +263,9 @@ def _prefill_logp_fn(cfg_key: str, prompt_len: int):
 
     b, t = ids.shape
     cache = KVCache.init(cfg, b, t)
-    first = Decoder(cfg).apply({"params": params}, ids[:, :prompt_len], cache=cache)
+    first = Decoder(cfg).apply(
+      {"params": params}, ids[:, :prompt_len], cache=cache, empty_cache=True
+    )
     rest = Decoder(cfg).apply(
       {"params": params}, ids[:, prompt_len:], ffn_masks=masks, cache=first.cache
     )

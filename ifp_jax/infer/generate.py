@@ -108,6 +108,7 @@ def _generate(
     positions=positions,
     attention_mask=attention_mask,
     cache=KVCache.init(cfg, b, cache_len),
+    empty_cache=True,
     compute_logits=False,
   )
   logits = _logits_last(cfg, params, out.hidden[:, -1])

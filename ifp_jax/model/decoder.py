@@ -98,10 +98,13 @@ class Decoder(nn.Module):
     attention_mask: Array | None = None,
     segment_ids: Array | None = None,
     cache: KVCache | None = None,
+    empty_cache: bool = False,
     compute_logits: bool = True,
   ) -> DecoderOutput:
     """`segment_ids` [B, T] (packed rows, no cache): a token attends only to its own segment
-    and, unless `positions` are given, its position counts from the segment's first token."""
+    and, unless `positions` are given, its position counts from the segment's first token.
+    `empty_cache`: the caller's promise that `cache` holds nothing yet (index 0, a prefill);
+    attention then reads only this call's keys, causal blocks skipped above the diagonal."""
     cfg = self.cfg
     dtype, pdtype = to_dtype(cfg.dtype), to_dtype(cfg.param_dtype)
     b, t = input_ids.shape
@@ -157,7 +160,8 @@ class Decoder(nn.Module):
       unroll=cfg.scan_unroll,
       metadata_params={nn.PARTITION_NAME: "layers"},
     )
-    x, new_layer_cache = stack(cfg, name="layers")(
+    aligned = cache is None or empty_cache  # query i at key slot i
+    x, new_layer_cache = stack(cfg, aligned, name="layers")(
       x, (layer_masks, layer_cache), cos, sin, allowed, start, mask_index
     )
 

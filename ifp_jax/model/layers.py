@@ -113,9 +113,12 @@ class Attention(nn.Module):
 
   x [B, T, D]; cos/sin [B, T, hd]; `allowed` [B, T, S] bool (which key slots each query sees);
   cache (k, v) [B, S, KV, hd] with the new keys written at `cache_index`.
+  `aligned`: query i sits at key slot i (no cache, or an empty one: index 0), so the
+  queries need only this call's keys and the causal blocks (attention.attend(causal=True)).
   """
 
   cfg: LlamaConfig
+  aligned: bool = False
 
   @nn.compact
   def __call__(self, x, cos, sin, allowed, cache=None, cache_index=None):
@@ -140,11 +143,19 @@ class Attention(nn.Module):
     new_cache = None
     if cache is not None:
       ck, cv = cache
-      k = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), cache_index, axis=1)
-      v = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), cache_index, axis=1)
-      new_cache = (k, v)
+      new_cache = (
+        jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), cache_index, axis=1),
+        jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), cache_index, axis=1),
+      )
+      if self.aligned:  # an empty cache: the later slots hold nothing a query may see
+        k, v = (c[:, : x.shape[1]] for c in new_cache)
+        allowed = allowed[:, :, : x.shape[1]]
+      else:
+        k, v = new_cache
 
-    out = attention.attend(q.astype(dtype), k, v, allowed, impl=cfg.attention_impl)
+    out = attention.attend(
+      q.astype(dtype), k, v, allowed, impl=cfg.attention_impl, causal=self.aligned
+    )
     out = constrain(out, ("act_batch", "act_len", "act_heads", None))
     out = Proj((cfg.hidden_size,), ("heads", "head_dim", "embed"), cfg, in_dims=2, name="o_proj")(
       out
@@ -198,6 +209,7 @@ class DecoderLayer(nn.Module):
   """Pre-norm Llama block. Scanned over layers: (x, per-layer inputs) -> (x, new cache)."""
 
   cfg: LlamaConfig
+  aligned: bool = False  # see Attention
 
   @nn.compact
   def __call__(self, x, layer_in, cos, sin, allowed, cache_index, mask_index):
@@ -209,7 +221,7 @@ class DecoderLayer(nn.Module):
     if mask is not None and mask_index is not None:
       mask = jnp.take_along_axis(mask, mask_index[:, :, None].astype(jnp.int32), axis=1)
     norm = lambda name: RMSNorm(cfg.rms_norm_eps, dtype, pdtype, name=name)  # noqa: E731
-    attn_out, new_cache = Attention(cfg, name="self_attn")(
+    attn_out, new_cache = Attention(cfg, self.aligned, name="self_attn")(
       norm("input_layernorm")(x), cos, sin, allowed, cache, cache_index
     )
     x = x + attn_out
