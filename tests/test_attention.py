@@ -130,7 +130,12 @@ def test_prefill_into_an_empty_cache_reads_only_its_keys():
       {"params": params}, ids[:, :1], attention_mask=jnp.ones((2, 1), bool), cache=pre.cache
     )
     # Left-padding slots see no key: their outputs (and cache entries, never read) may differ.
-    real = (pre.cache.k[:, 0], pre.cache.k[:, 1, 5:], pre.cache.v[:, 0], pre.cache.v[:, 1, 5:])
+    real = (
+      pre.cache.k[:, 0],
+      pre.cache.k[:, 1, :, 5:],
+      pre.cache.v[:, 0],
+      pre.cache.v[:, 1, :, 5:],
+    )
     outs.append((pre.logits[0], pre.logits[1, 5:], *real, pre.cache.valid, step.logits))
   for a, b in zip(*outs):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)

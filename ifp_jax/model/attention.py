@@ -83,14 +83,29 @@ def causal_blocks(t: int) -> int:
 
 
 def attend(
-  q: Array, k: Array, v: Array, mask: Array | None, *, impl: str = "auto", causal: bool = False
+  q: Array,
+  k: Array,
+  v: Array,
+  mask: Array | None,
+  *,
+  impl: str = "auto",
+  causal: bool = False,
+  heads_major_kv: bool = False,
 ) -> Array:
   """q [B, T, N, hd], k/v [B, S, KV, hd] (N a multiple of KV), mask [B, T, S] bool or None
-  (no masking) -> [B, T, N, hd] in q's dtype.
+  (no masking) -> [B, T, N, hd] in q's dtype. heads_major_kv: k/v come as [B, KV, S, hd]
+  (the KV cache's layout: the xla implementation reads it without a transpose).
 
   causal: the caller's promise that query i sits at key slot i (S == T) and `mask` never lets
   it see a later slot (make_mask's rule without a cache offset); the xla implementation then
   skips the blocks above the diagonal. Results equal causal=False to float rounding."""
+  if heads_major_kv:
+    if causal:
+      raise ValueError("causal=True is for this call's own keys, not a heads-major cache")
+    if resolve_impl(impl) != "xla":  # jax.nn.dot_product_attention takes [B, S, KV, hd]
+      k, v, heads_major_kv = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), False
+  if heads_major_kv:
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # logical view for the checks
   b, t, n, hd = q.shape
   kv = k.shape[2]
   if n % kv or k.shape != v.shape or k.shape[0] != b or k.shape[3] != hd:
@@ -103,6 +118,8 @@ def attend(
   if causal and (k.shape[1] != t or mask is None):
     raise ValueError(f"causal=True needs S == T and a mask; got T={t}, S={k.shape[1]}")
   k, v = k.astype(q.dtype), v.astype(q.dtype)
+  if heads_major_kv:  # back to the stored layout: XLA folds the two transposes away
+    return _xla_heads_major(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask)
   if resolve_impl(impl) == "xla":
     n_blocks = causal_blocks(t) if causal else 1
     if n_blocks == 1:
@@ -130,14 +147,18 @@ def attend(
 
 
 def _xla(q: Array, k: Array, v: Array, mask: Array | None) -> Array:
-  # Heads-major: each KV head's G query heads stacked into G*T rows of one plain batched
-  # matmul [B, KV] x [G*T, hd] x [hd, S]. The former "btkgd,bskd->bkgts" einsum made XLA:CPU
-  # transpose around its dots (2x slower prefill, see the module docstring).
+  return _xla_heads_major(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask)
+
+
+def _xla_heads_major(q: Array, kh: Array, vh: Array, mask: Array | None) -> Array:
+  """q [B, T, N, hd], kh/vh [B, KV, S, hd]. Each KV head's G query heads are stacked into G*T
+  rows of one plain batched matmul [B, KV] x [G*T, hd] x [hd, S]. The former
+  "btkgd,bskd->bkgts" einsum made XLA:CPU transpose around its dots (2x slower prefill, see the
+  module docstring)."""
   b, t, n, hd = q.shape
-  kv, s = k.shape[2], k.shape[1]
+  kv, s = kh.shape[1], kh.shape[2]
   g = n // kv
   qh = q.reshape(b, t, kv, g, hd).transpose(0, 2, 3, 1, 4).reshape(b, kv, g * t, hd)
-  kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, KV, S, hd]
   logits = jnp.einsum("bkqd,bksd->bkqs", qh, kh).astype(jnp.float32) / math.sqrt(hd)
   if mask is not None:
     m = jnp.broadcast_to(mask[:, None, None], (b, kv, g, t, s)).reshape(b, kv, g * t, s)

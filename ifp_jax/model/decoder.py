@@ -33,7 +33,8 @@ _REMAT_POLICIES = {
 
 @flax.struct.dataclass
 class KVCache:
-  """Keys/values [layers, B, S, kv_heads, hd]; `valid` [B, S] marks filled non-pad slots;
+  """Keys/values [layers, B, kv_heads, S, hd] (heads-major, as attention reads them); `valid`
+  [B, S] marks filled non-pad slots;
   `index` is the next slot to write (same for every row: prompts are left-padded)."""
 
   k: Array
@@ -44,7 +45,7 @@ class KVCache:
   @classmethod
   def init(cls, cfg: LlamaConfig, batch: int, max_len: int, dtype=None) -> "KVCache":
     dtype = dtype or to_dtype(cfg.dtype)
-    shape = (cfg.num_hidden_layers, batch, max_len, cfg.num_key_value_heads, cfg.resolved_head_dim)
+    shape = (cfg.num_hidden_layers, batch, cfg.num_key_value_heads, max_len, cfg.resolved_head_dim)
     return cls(
       jnp.zeros(shape, dtype),
       jnp.zeros(shape, dtype),
@@ -138,7 +139,7 @@ class Decoder(nn.Module):
     allowed = make_mask(start + jnp.arange(t), key_valid, segment_ids, segment_ids)
     cos, sin = rope_cos_sin(cfg, positions)
 
-    # Per-layer scan inputs: masks [L, B, C, F] and cache [L, B, S, KV, hd].
+    # Per-layer scan inputs: masks [L, B, C, F] and cache [L, B, KV, S, hd].
     layer_masks = None
     if ffn_masks is not None:
       check_ffn_masks(cfg, ffn_masks, b, mask_index)
@@ -167,8 +168,11 @@ class Decoder(nn.Module):
 
     x = RMSNorm(cfg.rms_norm_eps, dtype, pdtype, name="norm")(x)
     new_cache = None
-    if cache is not None:
-      k, v = new_layer_cache
+    if cache is not None:  # this call's keys [L, B, KV, T, hd], written once for all layers
+      k, v = (
+        jax.lax.dynamic_update_slice_in_dim(c, new, start, axis=3)
+        for c, new in zip((cache.k, cache.v), new_layer_cache)
+      )
       new_cache = KVCache(k, v, key_valid, start + t)
     logits = None
     if compute_logits:

@@ -112,7 +112,10 @@ class Attention(nn.Module):
   """Causal grouped-query attention; optional KV cache slice for this layer.
 
   x [B, T, D]; cos/sin [B, T, hd]; `allowed` [B, T, S] bool (which key slots each query sees);
-  cache (k, v) [B, S, KV, hd] with the new keys written at `cache_index`.
+  cache (k, v) [B, KV, S, hd] (heads-major: decode reads it without a transpose), this call's
+  keys seen at `cache_index`. Returns (out, (k, v) of this call [B, KV, T, hd] or None): the
+  Decoder writes them into the whole cache once, after the layer scan (in place in a decode
+  loop, where returning each layer's updated cache copied all of it every step).
   `aligned`: query i sits at key slot i (no cache, or an empty one: index 0), so the
   queries need only this call's keys and the causal blocks (attention.attend(causal=True)).
   """
@@ -140,27 +143,32 @@ class Attention(nn.Module):
     k = constrain(apply_rope(k, cos, sin), ("act_batch", "act_len", "act_kv_heads", None))
     v = constrain(v, ("act_batch", "act_len", "act_kv_heads", None))
 
-    new_cache = None
+    new_kv, heads_major = None, False
     if cache is not None:
       ck, cv = cache
-      new_cache = (
-        jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), cache_index, axis=1),
-        jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), cache_index, axis=1),
-      )
+      k, v = k.astype(ck.dtype), v.astype(cv.dtype)
+      new_kv = (k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3))
       if self.aligned:  # an empty cache: the later slots hold nothing a query may see
-        k, v = (c[:, : x.shape[1]] for c in new_cache)
         allowed = allowed[:, :, : x.shape[1]]
       else:
-        k, v = new_cache
+        k = jax.lax.dynamic_update_slice_in_dim(ck, new_kv[0], cache_index, axis=2)
+        v = jax.lax.dynamic_update_slice_in_dim(cv, new_kv[1], cache_index, axis=2)
+        heads_major = True
 
     out = attention.attend(
-      q.astype(dtype), k, v, allowed, impl=cfg.attention_impl, causal=self.aligned
+      q.astype(dtype),
+      k,
+      v,
+      allowed,
+      impl=cfg.attention_impl,
+      causal=self.aligned,
+      heads_major_kv=heads_major,
     )
     out = constrain(out, ("act_batch", "act_len", "act_heads", None))
     out = Proj((cfg.hidden_size,), ("heads", "head_dim", "embed"), cfg, in_dims=2, name="o_proj")(
       out
     )
-    return out, new_cache
+    return out, new_kv
 
 
 class MaskedSwiGLU(nn.Module):
