@@ -1,10 +1,11 @@
 """Pruned inference speed at the SmolLM2-135M shape: time-to-first-token and decode tokens/s.
 
   python benchmarks/inference_bench.py [--prompt_len=512 --new_tokens=64 --rounds=5]
-      [--random_weights] [--quick] [--out=benchmarks/results/NAME.md]
+      [--batch=8] [--random_weights] [--quick] [--out=benchmarks/results/NAME.md]
 
-Variants (batch 1, greedy, one process, measured alternately: every round runs each variant
-once, in reversed order every other round; ratios are medians of per-round ratios):
+Variants (batch 1, or --batch prompts of equal length; greedy, one process, measured
+alternately: every round runs each variant once, in reversed order every other round; ratios
+are medians of per-round ratios):
   full      the LLM with all d_ff = 1536 FFN units (ifp_jax.infer.generate, no masks);
   pruned    per-input IFP: predictor (the LLM's first 4 layers + a 576 -> 128 -> 30 x 1536 head,
             as configs/smollm2_135m.py builds it) reads the prompt's first `max_prompt_len`
@@ -59,6 +60,13 @@ from ifp_jax.model.predictor import SparsityPredictor, backbone_from_llm  # noqa
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("prompt_len", 512, "Prompt tokens (prefill length).")
 flags.DEFINE_integer("new_tokens", 64, "Generated tokens for the decode rate.")
+flags.DEFINE_integer(
+  "batch",
+  1,
+  "Prompts per call (distinct windows of the same text, equal length). The pruned model is "
+  "selected from the first prompt and serves the whole batch (one task's gathered model); "
+  "decode tokens/s counts every row's tokens.",
+)
 flags.DEFINE_integer("rounds", None, "Alternating rounds (default 5; 2 with --quick).")
 flags.DEFINE_bool(
   "random_weights",
@@ -137,13 +145,14 @@ def build(quick: bool):
   return ifp, {"llm": llm, "predictor": pparams}, tok, label, int(c.data.max_prompt_len)
 
 
-def prompt_ids(tok, n: int) -> np.ndarray:
-  """n real tokens: stdlib source text through the model's tokenizer (repeated if short)."""
+def prompt_ids(tok, n: int, batch: int = 1) -> np.ndarray:
+  """[batch, n] real tokens: consecutive windows of stdlib source text through the model's
+  tokenizer (repeated if short)."""
   text = pathlib.Path(os.__file__).read_text()
   ids = tok.encode(text)
-  while len(ids) < n:
+  while len(ids) < n * batch:
     ids = ids + ids
-  return np.asarray(ids[:n], np.int32)[None]
+  return np.asarray(ids[: n * batch], np.int32).reshape(batch, n)
 
 
 def machine() -> str:
@@ -176,8 +185,11 @@ def main(argv):
   prompt_len = 128 if quick else FLAGS.prompt_len
   new = 8 if quick else FLAGS.new_tokens
   rounds = FLAGS.rounds or (2 if quick else 5)
+  batch = FLAGS.batch
   if new < 2:
     raise app.UsageError(f"--new_tokens={new}: need >= 2 to measure decoding")
+  if batch < 1:
+    raise app.UsageError(f"--batch={batch}: need >= 1")
   start = time.perf_counter()
   header = machine()
   print(header, flush=True)
@@ -189,13 +201,13 @@ def main(argv):
     f"weights: {label} ({load_s:.1f} s); {cfg.num_hidden_layers} layers x "
     f"{cfg.hidden_size}, d_ff {cfg.intermediate_size} -> k {k}; predictor "
     f"{ifp.predictor.num_hidden_layers} layers reads {max_prompt} tokens; prompt "
-    f"{prompt_len}, {new} new tokens, batch 1, f32",
+    f"{prompt_len}, {new} new tokens, batch {batch}, f32",
     flush=True,
   )
 
-  ids = jnp.asarray(prompt_ids(tok, prompt_len))
+  ids = jnp.asarray(prompt_ids(tok, prompt_len, batch))
   text = tok.decode(np.asarray(ids[0]).tolist())
-  pred_ids = ids[:, :max_prompt]
+  pred_ids = ids[:1, :max_prompt]  # the first prompt selects the units the batch shares
   pred_len = jnp.array([pred_ids.shape[1]], jnp.int32)
   cfg_k = gather.gathered_config(cfg, k)
   dense_k = random_decoder(cfg_k, 2)
@@ -285,8 +297,8 @@ def main(argv):
   # Both sides must do the same work: the same greedy tokens from the same weights.
   same_tokens = {}
   for ours, theirs in (("full", "hf_full"), ("pruned", "hf_pruned")) if peers else ():
-    mine = np.asarray(first[f"{ours} gen{new}"])[0]
-    same_tokens[ours] = bool(np.array_equal(mine, first[f"{theirs} gen{new}"][0, prompt_len:]))
+    mine = np.asarray(first[f"{ours} gen{new}"])
+    same_tokens[ours] = bool(np.array_equal(mine, first[f"{theirs} gen{new}"][:, prompt_len:]))
   if same_tokens:
     print(f"  same greedy tokens as transformers: {same_tokens}", flush=True)
 
@@ -309,7 +321,7 @@ def main(argv):
     return t[f"{model} ttft"] + (t["predictor+top-k+gather"] if model == "pruned" else 0.0)
 
   def decode_rate(t, model):
-    return (new - 1) / max(t[f"{model} gen{new}"] - t[f"{model} ttft"], 1e-9)
+    return batch * (new - 1) / max(t[f"{model} gen{new}"] - t[f"{model} ttft"], 1e-9)
 
   med = statistics.median
   figures: dict[str, Any] = {"variants": {}, "ratios": {}}
@@ -440,6 +452,7 @@ def main(argv):
     weights=label,
     prompt_len=prompt_len,
     new_tokens=new,
+    batch=batch,
     rounds=rounds,
     predictor_topk_ms=med(times["predictor+top-k"]) * 1e3,
     api_predictor_gather_ms=api * 1e3,
