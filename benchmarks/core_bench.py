@@ -122,7 +122,9 @@ def prefill_case(params, tokens: int):
   @jax.jit
   def prefill(p):
     cache = KVCache.init(SMOLLM2, 1, tokens + 64)
-    out = Decoder(SMOLLM2).apply({"params": p}, ids, cache=cache, compute_logits=False)
+    out = Decoder(SMOLLM2).apply(  # as generate's prefill: an empty cache
+      {"params": p}, ids, cache=cache, empty_cache=True, compute_logits=False
+    )
     return out.hidden[:, -1] @ p["embed_tokens"]["embedding"].T, out.cache
 
   return lambda: prefill(params)
