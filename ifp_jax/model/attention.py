@@ -99,37 +99,35 @@ def attend(
   causal: the caller's promise that query i sits at key slot i (S == T) and `mask` never lets
   it see a later slot (make_mask's rule without a cache offset); the xla implementation then
   skips the blocks above the diagonal. Results equal causal=False to float rounding."""
-  if heads_major_kv:
-    if causal:
-      raise ValueError("causal=True is for this call's own keys, not a heads-major cache")
-    if resolve_impl(impl) != "xla":  # jax.nn.dot_product_attention takes [B, S, KV, hd]
-      k, v, heads_major_kv = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), False
-  if heads_major_kv:
-    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # logical view for the checks
+  impl = resolve_impl(impl)
+  if heads_major_kv and causal:
+    raise ValueError("causal=True is for this call's own keys, not a heads-major cache")
+  if heads_major_kv and impl != "xla":  # jax.nn.dot_product_attention takes [B, S, KV, hd]
+    k, v, heads_major_kv = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), False
   b, t, n, hd = q.shape
-  kv = k.shape[2]
+  kv, s = (k.shape[1], k.shape[2]) if heads_major_kv else (k.shape[2], k.shape[1])
   if n % kv or k.shape != v.shape or k.shape[0] != b or k.shape[3] != hd:
+    layout = "[B, KV, S, hd]" if heads_major_kv else "[B, S, KV, hd]"
     raise ValueError(
       f"attention shapes: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}; want "
-      f"q [B, T, N, hd], k = v [B, S, KV, hd] with N a multiple of KV"
+      f"q [B, T, N, hd], k = v {layout} with N a multiple of KV"
     )
-  if mask is not None and tuple(mask.shape) != (b, t, k.shape[1]):
-    raise ValueError(f"attention mask {tuple(mask.shape)}; want [B, T, S] = {(b, t, k.shape[1])}")
-  if causal and (k.shape[1] != t or mask is None):
-    raise ValueError(f"causal=True needs S == T and a mask; got T={t}, S={k.shape[1]}")
+  if mask is not None and tuple(mask.shape) != (b, t, s):
+    raise ValueError(f"attention mask {tuple(mask.shape)}; want [B, T, S] = {(b, t, s)}")
+  if causal and (s != t or mask is None):
+    raise ValueError(f"causal=True needs S == T and a mask; got T={t}, S={s}")
   k, v = k.astype(q.dtype), v.astype(q.dtype)
-  if heads_major_kv:  # back to the stored layout: XLA folds the two transposes away
-    return _xla_heads_major(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask)
-  if resolve_impl(impl) == "xla":
+  if impl == "xla":
+    kh, vh = (k, v) if heads_major_kv else (k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3))
     n_blocks = causal_blocks(t) if causal else 1
     if n_blocks == 1:
-      return _xla(q, k, v, mask)
+      return _xla(q, kh, vh, mask)
     c = t // n_blocks  # block i: its queries against keys [0, (i + 1) c)
     parts = [
       _xla(
         q[:, i * c : (i + 1) * c],
-        k[:, : (i + 1) * c],
-        v[:, : (i + 1) * c],
+        kh[:, :, : (i + 1) * c],
+        vh[:, :, : (i + 1) * c],
         mask[:, i * c : (i + 1) * c, : (i + 1) * c],
       )
       for i in range(n_blocks)
@@ -146,11 +144,7 @@ def attend(
   )
 
 
-def _xla(q: Array, k: Array, v: Array, mask: Array | None) -> Array:
-  return _xla_heads_major(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask)
-
-
-def _xla_heads_major(q: Array, kh: Array, vh: Array, mask: Array | None) -> Array:
+def _xla(q: Array, kh: Array, vh: Array, mask: Array | None) -> Array:
   """q [B, T, N, hd], kh/vh [B, KV, S, hd]. Each KV head's G query heads are stacked into G*T
   rows of one plain batched matmul [B, KV] x [G*T, hd] x [hd, S]. The former
   "btkgd,bskd->bkgts" einsum made XLA:CPU transpose around its dots (2x slower prefill, see the

@@ -136,7 +136,12 @@ class Decoder(nn.Module):
       key_valid = token_valid
     else:
       key_valid = jax.lax.dynamic_update_slice_in_dim(cache.valid, token_valid, start, axis=1)
-    allowed = make_mask(start + jnp.arange(t), key_valid, segment_ids, segment_ids)
+    aligned = cache is None or empty_cache  # query i at key slot i: only this call's keys
+    allowed = (
+      make_mask(jnp.arange(t), token_valid, segment_ids, segment_ids)
+      if aligned
+      else make_mask(start + jnp.arange(t), key_valid)
+    )
     cos, sin = rope_cos_sin(cfg, positions)
 
     # Per-layer scan inputs: masks [L, B, C, F] and cache [L, B, KV, S, hd].
@@ -161,7 +166,6 @@ class Decoder(nn.Module):
       unroll=cfg.scan_unroll,
       metadata_params={nn.PARTITION_NAME: "layers"},
     )
-    aligned = cache is None or empty_cache  # query i at key slot i
     x, new_layer_cache = stack(cfg, aligned, name="layers")(
       x, (layer_masks, layer_cache), cos, sin, allowed, start, mask_index
     )

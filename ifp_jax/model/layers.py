@@ -117,7 +117,8 @@ class Attention(nn.Module):
   Decoder writes them into the whole cache once, after the layer scan (in place in a decode
   loop, where returning each layer's updated cache copied all of it every step).
   `aligned`: query i sits at key slot i (no cache, or an empty one: index 0), so the
-  queries need only this call's keys and the causal blocks (attention.attend(causal=True)).
+  queries need only this call's keys (`allowed` is then [B, T, T]) and the causal blocks
+  (attention.attend(causal=True)).
   """
 
   cfg: LlamaConfig
@@ -148,9 +149,7 @@ class Attention(nn.Module):
       ck, cv = cache
       k, v = k.astype(ck.dtype), v.astype(cv.dtype)
       new_kv = (k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3))
-      if self.aligned:  # an empty cache: the later slots hold nothing a query may see
-        allowed = allowed[:, :, : x.shape[1]]
-      else:
+      if not self.aligned:  # an empty cache holds nothing else a query may see
         k = jax.lax.dynamic_update_slice_in_dim(ck, new_kv[0], cache_index, axis=2)
         v = jax.lax.dynamic_update_slice_in_dim(cv, new_kv[1], cache_index, axis=2)
         heads_major = True
