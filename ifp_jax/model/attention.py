@@ -144,6 +144,57 @@ def attend(
   )
 
 
+def attend_cached(
+  q: Array,
+  k_cache: Array,
+  v_cache: Array,
+  k_new: Array,
+  v_new: Array,
+  mask: Array,
+  cache_index: Array,
+) -> Array:
+  """Decode-time attention of this call's queries over a KV cache that does not hold their own
+  keys yet, and over those keys, without writing them into the cache first (xla
+  implementation).
+
+  q [B, T, N, hd]; k_cache/v_cache [B, KV, S, hd] (heads-major, slots >= cache_index not read
+  as keys of this call); k_new/v_new [B, KV, T, hd], this call's keys at slots cache_index + i;
+  mask [B, T, S] as make_mask builds it with this call's slots filled. Equals `attend` over
+  the cache with the new keys written at cache_index, to float rounding: one softmax over the
+  cache's scores and the new keys' scores side by side. Why: writing the new keys into each
+  layer's cache slice inside the layer scan made XLA:CPU copy that slice every decode step
+  (benchmarks/README.md, "generation").
+  """
+  b, t, n, hd = q.shape
+  kv, s = k_cache.shape[1], k_cache.shape[2]
+  g = n // kv
+  if k_new.shape != (b, kv, t, hd) or k_cache.shape != v_cache.shape or k_new.shape != v_new.shape:
+    raise ValueError(
+      f"attend_cached shapes: q {tuple(q.shape)}, cache {tuple(k_cache.shape)}, new keys "
+      f"{tuple(k_new.shape)}; want q [B, T, N, hd], cache [B, KV, S, hd], new [B, KV, T, hd]"
+    )
+  old = mask & (jnp.arange(s) < cache_index)[None, None]  # the new keys' slots come from k_new
+  new = jax.lax.dynamic_slice_in_dim(mask, cache_index, t, axis=2)  # [B, T, T]
+  kc, vc = k_cache.astype(q.dtype), v_cache.astype(q.dtype)
+  kn, vn = k_new.astype(q.dtype), v_new.astype(q.dtype)
+  qh = q.reshape(b, t, kv, g, hd).transpose(0, 2, 3, 1, 4).reshape(b, kv, g * t, hd)
+  scale = 1.0 / math.sqrt(hd)
+  logits = jnp.concatenate(
+    [
+      jnp.einsum("bkqd,bksd->bkqs", qh, kc).astype(jnp.float32) * scale,
+      jnp.einsum("bkqd,bktd->bkqt", qh, kn).astype(jnp.float32) * scale,
+    ],
+    axis=-1,
+  )
+  m = jnp.concatenate([old, new], axis=-1)  # [B, T, S + T]
+  m = jnp.broadcast_to(m[:, None, None], (b, kv, g, t, s + t)).reshape(b, kv, g * t, s + t)
+  logits = jnp.where(m, logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
+  out = jnp.einsum("bkqs,bksd->bkqd", probs[..., :s], vc)
+  out = out + jnp.einsum("bkqt,bktd->bkqd", probs[..., s:], vn)
+  return out.reshape(b, kv, g, t, hd).transpose(0, 3, 1, 2, 4).reshape(b, t, n, hd)
+
+
 def _xla(q: Array, kh: Array, vh: Array, mask: Array | None) -> Array:
   """q [B, T, N, hd], kh/vh [B, KV, S, hd]. Each KV head's G query heads are stacked into G*T
   rows of one plain batched matmul [B, KV] x [G*T, hd] x [hd, S]. The former

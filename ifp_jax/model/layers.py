@@ -145,24 +145,28 @@ class Attention(nn.Module):
     v = constrain(v, ("act_batch", "act_len", "act_kv_heads", None))
 
     new_kv, heads_major = None, False
+    decode = cache is not None and not self.aligned  # queries also see earlier cache slots
     if cache is not None:
       ck, cv = cache
       k, v = k.astype(ck.dtype), v.astype(cv.dtype)
       new_kv = (k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3))
-      if not self.aligned:  # an empty cache holds nothing else a query may see
+    if decode and attention.resolve_impl(cfg.attention_impl) == "xla":
+      # The cache is read as it is; this call's keys join the softmax from new_kv.
+      out = attention.attend_cached(q.astype(dtype), ck, cv, *new_kv, allowed, cache_index)
+    else:
+      if decode:
         k = jax.lax.dynamic_update_slice_in_dim(ck, new_kv[0], cache_index, axis=2)
         v = jax.lax.dynamic_update_slice_in_dim(cv, new_kv[1], cache_index, axis=2)
         heads_major = True
-
-    out = attention.attend(
-      q.astype(dtype),
-      k,
-      v,
-      allowed,
-      impl=cfg.attention_impl,
-      causal=self.aligned,
-      heads_major_kv=heads_major,
-    )
+      out = attention.attend(
+        q.astype(dtype),
+        k,
+        v,
+        allowed,
+        impl=cfg.attention_impl,
+        causal=self.aligned,
+        heads_major_kv=heads_major,
+      )
     out = constrain(out, ("act_batch", "act_len", "act_heads", None))
     out = Proj((cfg.hidden_size,), ("heads", "head_dim", "embed"), cfg, in_dims=2, name="o_proj")(
       out
