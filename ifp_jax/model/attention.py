@@ -39,6 +39,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -163,11 +164,10 @@ def attend_cached(
   the cache with the new keys written at cache_index, to float rounding: one softmax over the
   cache's scores and the new keys' scores side by side. Why: writing the new keys into each
   layer's cache slice inside the layer scan made XLA:CPU copy that slice every decode step
-  (benchmarks/README.md, "generation").
+  (benchmarks/README.md, "Latest numbers", decode).
   """
   b, t, n, hd = q.shape
   kv, s = k_cache.shape[1], k_cache.shape[2]
-  g = n // kv
   if k_new.shape != (b, kv, t, hd) or k_cache.shape != v_cache.shape or k_new.shape != v_new.shape:
     raise ValueError(
       f"attend_cached shapes: q {tuple(q.shape)}, cache {tuple(k_cache.shape)}, new keys "
@@ -175,24 +175,9 @@ def attend_cached(
     )
   old = mask & (jnp.arange(s) < cache_index)[None, None]  # the new keys' slots come from k_new
   new = jax.lax.dynamic_slice_in_dim(mask, cache_index, t, axis=2)  # [B, T, T]
-  kc, vc = k_cache.astype(q.dtype), v_cache.astype(q.dtype)
-  kn, vn = k_new.astype(q.dtype), v_new.astype(q.dtype)
-  qh = q.reshape(b, t, kv, g, hd).transpose(0, 2, 3, 1, 4).reshape(b, kv, g * t, hd)
-  scale = 1.0 / math.sqrt(hd)
-  logits = jnp.concatenate(
-    [
-      jnp.einsum("bkqd,bksd->bkqs", qh, kc).astype(jnp.float32) * scale,
-      jnp.einsum("bkqd,bktd->bkqt", qh, kn).astype(jnp.float32) * scale,
-    ],
-    axis=-1,
-  )
-  m = jnp.concatenate([old, new], axis=-1)  # [B, T, S + T]
-  m = jnp.broadcast_to(m[:, None, None], (b, kv, g, t, s + t)).reshape(b, kv, g * t, s + t)
-  logits = jnp.where(m, logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
-  out = jnp.einsum("bkqs,bksd->bkqd", probs[..., :s], vc)
-  out = out + jnp.einsum("bkqt,bktd->bkqd", probs[..., s:], vn)
-  return out.reshape(b, kv, g, t, hd).transpose(0, 3, 1, 2, 4).reshape(b, t, n, hd)
+  blocks = [(k_cache, v_cache), (k_new, v_new)]
+  blocks = [(k.astype(q.dtype), v.astype(q.dtype)) for k, v in blocks]
+  return _xla_blocks(q, blocks, jnp.concatenate([old, new], axis=-1))
 
 
 def _xla(q: Array, kh: Array, vh: Array, mask: Array | None) -> Array:
@@ -200,14 +185,27 @@ def _xla(q: Array, kh: Array, vh: Array, mask: Array | None) -> Array:
   rows of one plain batched matmul [B, KV] x [G*T, hd] x [hd, S]. The former
   "btkgd,bskd->bkgts" einsum made XLA:CPU transpose around its dots (2x slower prefill, see the
   module docstring)."""
+  return _xla_blocks(q, [(kh, vh)], mask)
+
+
+def _xla_blocks(q: Array, blocks: list[tuple[Array, Array]], mask: Array | None) -> Array:
+  """_xla over keys given as blocks [(kh, vh) [B, KV, S_i, hd]] side by side, one softmax over
+  all of them; mask [B, T, sum S_i]. Blocks spare the caller a concatenation (a copy) of the
+  keys, as attend_cached needs."""
   b, t, n, hd = q.shape
-  kv, s = kh.shape[1], kh.shape[2]
+  kv, s = blocks[0][0].shape[1], sum(k.shape[2] for k, _ in blocks)
   g = n // kv
   qh = q.reshape(b, t, kv, g, hd).transpose(0, 2, 3, 1, 4).reshape(b, kv, g * t, hd)
-  logits = jnp.einsum("bkqd,bksd->bkqs", qh, kh).astype(jnp.float32) / math.sqrt(hd)
+  scores = [jnp.einsum("bkqd,bksd->bkqs", qh, k) for k, _ in blocks]
+  logits = jnp.concatenate(scores, axis=-1).astype(jnp.float32) / math.sqrt(hd)
   if mask is not None:
     m = jnp.broadcast_to(mask[:, None, None], (b, kv, g, t, s)).reshape(b, kv, g * t, s)
     logits = jnp.where(m, logits, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
-  out = jnp.einsum("bkqs,bksd->bkqd", probs, vh)
+  ends = np.cumsum([v.shape[2] for _, v in blocks])
+  outs = [
+    jnp.einsum("bkqs,bksd->bkqd", probs[..., end - v.shape[2] : end], v)
+    for (_, v), end in zip(blocks, ends)
+  ]
+  out = sum(outs[1:], outs[0])
   return out.reshape(b, kv, g, t, hd).transpose(0, 3, 1, 2, 4).reshape(b, t, n, hd)
