@@ -54,7 +54,7 @@ def _as_batch(batch: Batch | Mapping[str, Array]) -> Batch:
 
 def _group_norm(grads: Any, group: str) -> Array:
   sub = grads["model"].get(group) if group != "lagrange" else grads["lagrange"]
-  return optax.global_norm(sub) if sub is not None else jnp.zeros(())
+  return optax.tree.norm(sub) if sub is not None else jnp.zeros(())
 
 
 def train_step(
@@ -108,7 +108,7 @@ def train_step(
   metrics = dict(
     aux,
     loss=loss,
-    grad_norm=optax.global_norm(grads["model"]),
+    grad_norm=optax.tree.norm(grads["model"]),
     grad_norm_llm=_group_norm(grads, "llm"),  # 0 when frozen (not computed)
     lambda1=state.params["lagrange"]["lambda1"],
     lambda2=state.params["lagrange"]["lambda2"],
