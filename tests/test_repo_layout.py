@@ -13,18 +13,18 @@ def _mapped_modules() -> set[str]:
   section = text.split("## Module map", 1)[1].split("\n## ", 1)[0]
   named = set()
   for row in section.splitlines():
-    names = re.findall(r"`([\w/]+(?:\.py|/))`", row.split("|")[1] if row.startswith("|") else "")
+    if not row.startswith("|"):
+      continue
+    cells = row.split("|")
+    names = re.findall(r"`([\w/]+(?:\.py|/))`", cells[1])
     if not names or "/" not in names[0]:
       continue
     room = names[0].rstrip("/") if names[0].endswith("/") else names[0].rsplit("/", 1)[0]
     if not (ROOT / "ifp_jax" / room).is_dir():  # configs/, launch/, benchmarks/ rows
       continue
-    for name in names:
-      if name.endswith(".py"):
-        named.add(name if "/" in name else f"{room}/{name}")
-    if names[0].endswith("/") and row.split("|")[2:]:  # e.g. io/export/: files in the description
-      for name in re.findall(r"`(\w+\.py)`", row.split("|")[2]):
-        named.add(f"{room}/{name}")
+    if names[0].endswith("/"):  # a folder row (io/export/): its files are in the description
+      names += re.findall(r"`(\w+\.py)`", cells[2])
+    named |= {n if "/" in n else f"{room}/{n}" for n in names if n.endswith(".py")}
   return named
 
 

@@ -175,8 +175,7 @@ def attend_cached(
     )
   old = mask & (jnp.arange(s) < cache_index)[None, None]  # the new keys' slots come from k_new
   new = jax.lax.dynamic_slice_in_dim(mask, cache_index, t, axis=2)  # [B, T, T]
-  blocks = [(k_cache, v_cache), (k_new, v_new)]
-  blocks = [(k.astype(q.dtype), v.astype(q.dtype)) for k, v in blocks]
+  blocks = [(k.astype(q.dtype), v.astype(q.dtype)) for k, v in ((k_cache, v_cache), (k_new, v_new))]
   return _xla_blocks(q, blocks, jnp.concatenate([old, new], axis=-1))
 
 
