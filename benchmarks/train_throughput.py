@@ -20,6 +20,9 @@ device, all resident in one process and measured alternately (round r runs every
                gradient is not computed (stop_gradient in the step);
   jax_ifp_frozen_opt  the same freeze done by the optimizer only (gradient computed, then
                zeroed: what train.freeze did before); same losses, it measures the saving.
+  jax_ifp_autodiff_ffn, jax_dense_autodiff_ffn  jax_ifp / jax_dense with the FFN's backward
+               left to autodiff (model.swiglu.swiglu_reference) instead of the hand-written
+               VJP of model/swiglu.py: same forward, it measures what the custom VJP saves.
 Batches use the CPT layout of the data pipeline (packing.route_cpt_row, num_chunks from the
 config: the predictor reads chunk 1, whose mask serves the whole row). Compile / first-step
 time is reported separately. Ratios are medians of per-round ratios. MFU = model FLOPs
@@ -38,6 +41,7 @@ import platform
 import statistics
 import sys
 import time
+from unittest import mock
 
 from absl import app, flags, logging
 
@@ -55,8 +59,10 @@ from ifp_jax.data import packing  # noqa: E402
 from ifp_jax.data.batch import FIELD_NAMES  # noqa: E402
 from ifp_jax.data.tokenization import load_tokenizer  # noqa: E402
 from ifp_jax.io import hf as hf_io  # noqa: E402
+from ifp_jax.model import layers as model_layers  # noqa: E402
 from ifp_jax.model.config import LlamaConfig  # noqa: E402
 from ifp_jax.model.ifp_model import IFPConfig  # noqa: E402
+from ifp_jax.model.swiglu import swiglu_reference  # noqa: E402
 from ifp_jax.train import optim, sharding  # noqa: E402
 from ifp_jax.train.state import BATCH_NDIMS, compile_steps, init_state  # noqa: E402
 from ifp_jax.train.step import StepConfig  # noqa: E402
@@ -78,7 +84,8 @@ flags.DEFINE_integer(
 flags.DEFINE_list(
   "variants",
   ["jax_ifp", "jax_dense", "torch_ifp", "torch_dense"],
-  "Subset of jax_ifp, jax_dense, torch_ifp, torch_dense, jax_ifp_frozen, jax_ifp_frozen_opt.",
+  "Subset of jax_ifp, jax_dense, torch_ifp, torch_dense, jax_ifp_frozen, jax_ifp_frozen_opt, "
+  "jax_ifp_autodiff_ffn, jax_dense_autodiff_ffn.",
 )
 flags.DEFINE_integer(
   "matmul_n", 2048, "Size of the N^3 matmul (compute dtype) that measures the peak."
@@ -105,6 +112,8 @@ VARIANTS = (
   "torch_dense",
   "jax_ifp_frozen",
   "jax_ifp_frozen_opt",
+  "jax_ifp_autodiff_ffn",
+  "jax_dense_autodiff_ffn",
 )
 FROZEN = {"jax_ifp_frozen": ("llm", True), "jax_ifp_frozen_opt": ("llm", False)}
 
@@ -133,9 +142,13 @@ def cpt_batch(vocab: int, batch: int, seq: int, num_chunks: int, seed: int = 0) 
 class JaxVariant:
   """Our state + the jitted, donating train step of the trainer, on a 1-device mesh."""
 
-  def __init__(self, ifp: IFPConfig, config, pretrained, batch: dict, frozen=None):
+  def __init__(
+    self, ifp: IFPConfig, config, pretrained, batch: dict, frozen=None, autodiff_ffn=False
+  ):
     """`frozen`: (group, stop_gradient) - train.freeze=group, with the gradient skipped (True)
-    or computed and zeroed by the optimizer (False)."""
+    or computed and zeroed by the optimizer (False). `autodiff_ffn`: trace the step with the
+    FFN's autodiff backward instead of model/swiglu.py's custom VJP."""
+    self.autodiff_ffn = autodiff_ffn
     self.mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
     cpt = config.cpt  # constant CPT learning rates (the values do not change the speed)
     self.lr_fns = {
@@ -175,6 +188,8 @@ class JaxVariant:
     class _Scope:
       def __enter__(s):
         s.ctxs = [jax.set_mesh(self.mesh), nn.logical_axis_rules(sharding.LOGICAL_RULES)]
+        if self.autodiff_ffn:  # the jit traces on the first step, inside this scope
+          s.ctxs.append(mock.patch.object(model_layers, "swiglu", swiglu_reference))
         for c in s.ctxs:
           c.__enter__()
 
@@ -446,7 +461,9 @@ def main(argv):
     t0 = time.perf_counter()
     cfg = ifp if "_ifp" in name else dense
     if name.startswith("jax"):
-      runners[name] = JaxVariant(cfg, config, pretrained, batch, FROZEN.get(name))
+      runners[name] = JaxVariant(
+        cfg, config, pretrained, batch, FROZEN.get(name), name.endswith("_autodiff_ffn")
+      )
       params_np[name] = runners[name].model_params_numpy()
     else:
       src = params_np.get("jax_" + name.split("_")[1])
@@ -501,7 +518,7 @@ def main(argv):
     )
   lines.append("")
   rows = [
-    ("ours / torch, IFP (tokens/s ratio)", ratio("jax_ifp", "torch_ifp"), ">= 1.0"),
+    ("ours / torch, IFP (tokens/s ratio)", ratio("jax_ifp", "torch_ifp"), ">= 1.3"),
     ("ours / torch, dense", ratio("jax_dense", "torch_dense"), "-"),
     (
       "IFP overhead, ours (dense / IFP speed - 1)",
@@ -517,6 +534,12 @@ def main(argv):
       "IFP overhead, torch",
       None if ratio("torch_dense", "torch_ifp") is None else ratio("torch_dense", "torch_ifp") - 1,
       "-",
+    ),
+    ("custom-VJP FFN / autodiff FFN, IFP (speed)", ratio("jax_ifp", "jax_ifp_autodiff_ffn"), "> 1"),
+    (
+      "custom-VJP FFN / autodiff FFN, dense (speed)",
+      ratio("jax_dense", "jax_dense_autodiff_ffn"),
+      "> 1",
     ),
   ]
   lines += ["| ratio (median of per-round ratios) | value | target |", "|---|---|---|"]
@@ -584,7 +607,9 @@ def main(argv):
       "ours_over_torch_dense": ratio("jax_dense", "torch_dense"),
       "frozen_skip_over_zeroed": ratio("jax_ifp_frozen", "jax_ifp_frozen_opt"),
       "ifp_overhead_ours": rows[2][1],
-      "ifp_overhead_torch": rows[3][1],
+      "ifp_overhead_torch": rows[4][1],
+      "custom_vjp_ffn_over_autodiff_ifp": rows[5][1],
+      "custom_vjp_ffn_over_autodiff_dense": rows[6][1],
     },
   )
 

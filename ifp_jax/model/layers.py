@@ -9,6 +9,7 @@ mesh axes. `MaskedSwiGLU` is the one place where FFN masks touch the model.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 
 from ifp_jax.model import attention
 from ifp_jax.model.config import LlamaConfig, to_dtype
+from ifp_jax.model.swiglu import swiglu
 
 Array = jax.Array
 
@@ -189,31 +191,45 @@ class MaskedSwiGLU(nn.Module):
     cfg = self.cfg
     dtype, pdtype = to_dtype(cfg.dtype), to_dtype(cfg.param_dtype)
     f = cfg.intermediate_size
-
-    def dense(name, n, axes):
-      return nn.Dense(
-        n, use_bias=False, dtype=dtype, param_dtype=pdtype, kernel_init=_init(cfg, axes), name=name
-      )
-
     if mask is not None and mask.shape[-1] != f:
       raise ValueError(
         f"FFN mask has {mask.shape[-1]} units (shape {mask.shape}); "
         f"the layer has intermediate_size={f}"
       )
+    d = cfg.hidden_size
+    w_gate = _Kernel((d, f), _init(cfg, ("embed", "mlp")), pdtype, name="gate_proj")()
+    w_up = _Kernel((d, f), _init(cfg, ("embed", "mlp")), pdtype, name="up_proj")()
+    w_down = _Kernel((f, d), _init(cfg, ("mlp", "embed")), pdtype, name="down_proj")()
+    w_gate, w_up, w_down = (w.astype(dtype) for w in (w_gate, w_up, w_down))
     # 2-D [B*T, D] matmuls and the mask on `up` (same math): on XLA:CPU the 3-D form's backward
     # wrote the SwiGLU gradient transposed in slow loop fusions, and a mask on silu*up doubled
     # their cost (benchmarks/train_throughput.py --flat_mlp: 1.3x faster step at SmolLM2 shape).
-    b, t, d = x.shape
-    x2 = x.reshape(b * t, d)
-    gate = dense("gate_proj", f, ("embed", "mlp"))(x2)
-    up = dense("up_proj", f, ("embed", "mlp"))(x2)
+    b, t, _ = x.shape
+    x2 = x.reshape(b * t, d).astype(dtype)
     if mask is not None:
-      up = up * jnp.broadcast_to(mask.astype(up.dtype), (b, t, f)).reshape(b * t, f)
-    h = constrain(nn.silu(gate) * up, ("act_batch", "act_mlp"))
-    # Training-free selection (ifp_jax/infer/griffin.py) reads Z = silu(x W_gate) * (x W_up);
-    # a no-op unless the 'intermediates' collection is mutable.
-    self.sow("intermediates", "ffn_act", h.reshape(b, t, f))
-    return dense("down_proj", cfg.hidden_size, ("mlp", "embed"))(h).reshape(b, t, d)
+      mask = jnp.broadcast_to(mask.astype(dtype), (b, t, f)).reshape(b * t, f)
+    if self.is_mutable_collection("intermediates"):
+      # Training-free selection (ifp_jax/infer/griffin.py) reads Z = silu(x W_gate) * (x W_up).
+      up = x2 @ w_up
+      h = constrain(
+        nn.silu(x2 @ w_gate) * (up if mask is None else up * mask), ("act_batch", "act_mlp")
+      )
+      self.sow("intermediates", "ffn_act", h.reshape(b, t, f))
+      return (h @ w_down).reshape(b, t, d)
+    # The same forward with a hand-written backward (model/swiglu.py: faster on XLA:CPU).
+    return swiglu(x2, w_gate, w_up, w_down, mask).reshape(b, t, d)
+
+
+class _Kernel(nn.Module):
+  """One weight named `<name>/kernel`, the path nn.Dense gave it (checkpoints, HF import)."""
+
+  shape: tuple[int, ...]
+  init_fn: Callable
+  param_dtype: Any
+
+  @nn.compact
+  def __call__(self) -> Array:
+    return self.param("kernel", self.init_fn, self.shape, self.param_dtype)
 
 
 class DecoderLayer(nn.Module):
