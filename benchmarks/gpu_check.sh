@@ -97,6 +97,14 @@ for bench in benchmarks/*.py; do
   cat "$RESULTS/$name.log" >>"$SUMMARY"
 done
 
+# --- the train step in bf16 (MFU against the GPU's bf16 matmul peak), and the FFN's custom VJP
+# (ifp_jax/model/swiglu.py) against its autodiff backward: on XLA:CPU it is 1.18x faster; on a GPU
+# it is unmeasured, so this decides whether GPUs should keep it.
+step train_step_bf16_vjp "$PY" benchmarks/train_throughput.py --dtype=bfloat16 --batch=8 \
+  --seq=1024 --variants=jax_ifp,jax_ifp_autodiff_ffn,jax_dense,jax_dense_autodiff_ffn \
+  $QUICK_FLAG --json="$RESULTS/bench_train_step_bf16_vjp.json"
+cat "$RESULTS/train_step_bf16_vjp.log" >>"$SUMMARY"
+
 # --- attention implementations (ifp_jax/model/attention.py) on the GPU ----------------------
 # Agreement (f32: XLA both ways; bf16: dot_product takes cuDNN's fused kernel) with causal,
 # left-padding and segment masks, and fwd+bwd time per implementation at the SmolLM2 shape.

@@ -42,7 +42,7 @@ def _run(script: str, *args: str, runtime_bound: bool = False) -> str:
 def test_train_throughput_torch_peer_matches_our_loss(tmp_path):
   out = _run(
     "train_throughput.py",
-    "--variants=jax_ifp,torch_ifp",
+    "--variants=jax_ifp,torch_ifp,jax_ifp_autodiff_ffn",
     "--rounds=1",
     "--steps=1",
     f"--json={tmp_path / 'train.json'}",
@@ -58,11 +58,15 @@ def test_train_throughput_torch_peer_matches_our_loss(tmp_path):
   assert re.search(r"\| jax_ifp \| \d+ \| \d+ \|", out), out
   assert "ours / torch, IFP" in out
   rec = json.loads((tmp_path / "train.json").read_text())
-  assert rec["benchmark"] == "train_throughput" and set(rec["variants"]) == {"jax_ifp", "torch_ifp"}
+  assert rec["benchmark"] == "train_throughput"
+  assert set(rec["variants"]) == {"jax_ifp", "torch_ifp", "jax_ifp_autodiff_ffn"}
   # The table prints 5 decimals; the JSON keeps the full value.
   assert abs(rec["variants"]["jax_ifp"]["first_step_loss"] - ours) < 1e-5
   assert rec["ratios"]["ours_over_torch_ifp"] > 0 and rec["ratios"]["ours_over_torch_dense"] is None
   assert 0 < rec["variants"]["jax_ifp"]["mfu"] < 1
+  # The FFN's autodiff backward (model/swiglu.py's reference) trains the same model.
+  assert abs(rec["variants"]["jax_ifp_autodiff_ffn"]["first_step_loss"] - ours) < 1e-5
+  assert rec["ratios"]["custom_vjp_ffn_over_autodiff_ifp"] > 0
 
 
 def test_inference_bench_runs_every_variant(tmp_path):
