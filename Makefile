@@ -13,12 +13,17 @@ setup:
 train: setup
 	$(PY) -m launch.train --config=configs/tiny.py --workdir=$(WORKDIR)
 
+# pytest and its workers run under mimalloc, as the launchers do (ifp_jax/train/allocator.py);
+# IFP_ALLOCATOR=system runs them on glibc malloc.
+MIMALLOC = $(shell [ "$$IFP_ALLOCATOR" = system ] || $(PY) -c 'from ifp_jax.train import allocator as a; print(a.library_path() or "")' 2>/dev/null)
+UNDER_ALLOCATOR = $(if $(MIMALLOC),env LD_PRELOAD="$(MIMALLOC)" MIMALLOC_PURGE_DELAY=-1,)
+
 test: setup
-	$(PY) -m pytest tests $(XDIST) $(PYTEST_ARGS)
+	$(UNDER_ALLOCATOR) $(PY) -m pytest tests $(XDIST) $(PYTEST_ARGS)
 
 # Work-in-progress loop: everything that neither trains a model nor spawns processes.
 test-fast: setup
-	$(PY) -m pytest tests -m "not slow" $(XDIST) $(PYTEST_ARGS)
+	$(UNDER_ALLOCATOR) $(PY) -m pytest tests -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff format --check .

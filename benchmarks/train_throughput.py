@@ -47,6 +47,9 @@ from absl import app, flags, logging
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from ifp_jax.train import allocator  # noqa: E402
+
+allocator.reexec_with_mimalloc()  # as launch.train does (IFP_ALLOCATOR=system: glibc malloc)
 import bench_json  # noqa: E402
 import flax.linen as nn  # noqa: E402
 import hf_peer  # noqa: E402  (before torch: it sets libgomp's wait policy)
@@ -410,7 +413,8 @@ def machine() -> str:
     f"{os.cpu_count()} CPUs ({cpu}), load avg {load}; jax {jax.__version__} on "
     f"{dev.platform} ({dev.device_kind}), torch {torch.__version__} "
     f"({torch.get_num_threads()} threads, OMP_WAIT_POLICY="
-    f"{os.environ.get('OMP_WAIT_POLICY')}), transformers {transformers.__version__}"
+    f"{os.environ.get('OMP_WAIT_POLICY')}), transformers {transformers.__version__}; "
+    f"allocator {'mimalloc' if allocator.active() else 'system'} (both frameworks)"
   )
 
 

@@ -75,4 +75,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from ifp_jax.train import allocator
+
+  allocator.reexec_with_mimalloc()  # before JAX starts: see allocator.py
   app.run(main)

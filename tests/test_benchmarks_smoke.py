@@ -95,6 +95,16 @@ def test_inference_bench_runs_every_variant(tmp_path):
   assert all(v["decode_tokens_per_s"] > 0 for v in rec["variants"].values())
 
 
+def test_allocator_ab_children_run_under_the_allocator_they_asked_for(tmp_path):
+  """Each child checks its own allocator (else the script fails); mimalloc, which keeps
+  freed pages, must fault in fewer pages per step than glibc, which unmaps large blocks."""
+  _run("allocator_ab.py", f"--json={tmp_path / 'alloc.json'}")
+  rec = json.loads((tmp_path / "alloc.json").read_text())
+  faults = {a: rec["allocators"][a]["minor_faults_per_step"] for a in ("mimalloc", "system")}
+  assert faults["mimalloc"] < faults["system"], faults
+  assert rec["ratios"]["mimalloc_over_system_step_speed"] > 0
+
+
 def test_eval_bench_one_pass_matches_per_letter(tmp_path):
   out = _run("eval_bench.py", "--per_group=1", f"--json={tmp_path / 'eval.json'}")
   rec = json.loads((tmp_path / "eval.json").read_text())
