@@ -22,7 +22,9 @@ def main(argv):
 
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax/TFDS chatter; ours stays at INFO
   logging.getLogger("ifp_jax").setLevel(logging.INFO)
-  from ifp_jax.train import distributed
+  from ifp_jax.train import allocator, distributed
+
+  logging.getLogger("ifp_jax").info("allocator: %s", allocator.describe())
 
   distributed.initialize()
   from ifp_jax.train.checkpointing import CheckpointError

@@ -12,7 +12,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 CHILD = (
   "import sys; from ifp_jax.train import allocator; allocator.reexec_with_mimalloc(); "
   "maps = open('/proc/self/maps').read(); "
-  "print('loaded' if 'libmimalloc' in maps else 'not-loaded', sys.argv[1:])"
+  "print('loaded' if 'libmimalloc' in maps else 'not-loaded', sys.argv[1:]); "
+  "print(allocator.describe())"
 )
 
 
@@ -32,13 +33,16 @@ def test_the_pinned_wheel_ships_the_library():
 def test_reexec_loads_mimalloc_and_keeps_the_arguments():
   proc = _run()
   assert proc.returncode == 0, proc.stderr
-  assert proc.stdout.strip() == "loaded ['a', 'b c']", proc.stdout
+  assert proc.stdout.splitlines() == ["loaded ['a', 'b c']", "mimalloc"], proc.stdout
 
 
 def test_system_allocator_opt_out():
   proc = _run(IFP_ALLOCATOR="system")
   assert proc.returncode == 0, proc.stderr
-  assert proc.stdout.strip() == "not-loaded ['a', 'b c']", proc.stdout
+  assert proc.stdout.splitlines() == [
+    "not-loaded ['a', 'b c']",
+    "system malloc (IFP_ALLOCATOR=system)",
+  ], proc.stdout
 
 
 def test_bad_switch_value_is_named():

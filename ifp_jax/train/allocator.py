@@ -36,6 +36,17 @@ def active() -> bool:
   return "mimalloc" in os.environ.get("LD_PRELOAD", "")
 
 
+def describe() -> str:
+  """One line for run logs: which allocator this process runs on, and why."""
+  if active():
+    return "mimalloc"
+  if os.environ.get(ENV_SWITCH) == "system":
+    return f"system malloc ({ENV_SWITCH}=system)"
+  if sys.platform != "linux" or library_path() is None:
+    return "system malloc (cmeel-mimalloc not installed or not Linux)"
+  return "system malloc"
+
+
 def reexec_with_mimalloc() -> None:
   """Re-execute this command line under mimalloc (Linux only); returns when it cannot or
   need not (already active, switched off, not installed, or already re-executed once)."""
