@@ -546,6 +546,7 @@ def main(argv):
       "> 1",
     ),
   ]
+  by_label = {n: v for n, v, _ in rows}  # the JSON reads rows by label, not by position
   lines += ["| ratio (median of per-round ratios) | value | target |", "|---|---|---|"]
   lines += [f"| {n} | {v:.3f} | {t} |" for n, v, t in rows if v is not None]
   lines.append("")
@@ -610,10 +611,12 @@ def main(argv):
       "ours_over_torch_ifp": ratio("jax_ifp", "torch_ifp"),
       "ours_over_torch_dense": ratio("jax_dense", "torch_dense"),
       "frozen_skip_over_zeroed": ratio("jax_ifp_frozen", "jax_ifp_frozen_opt"),
-      "ifp_overhead_ours": rows[2][1],
-      "ifp_overhead_torch": rows[4][1],
-      "custom_vjp_ffn_over_autodiff_ifp": rows[5][1],
-      "custom_vjp_ffn_over_autodiff_dense": rows[6][1],
+      "ifp_overhead_ours": by_label["IFP overhead, ours (dense / IFP speed - 1)"],
+      "ifp_overhead_torch": by_label["IFP overhead, torch"],
+      "custom_vjp_ffn_over_autodiff_ifp": by_label["custom-VJP FFN / autodiff FFN, IFP (speed)"],
+      "custom_vjp_ffn_over_autodiff_dense": by_label[
+        "custom-VJP FFN / autodiff FFN, dense (speed)"
+      ],
     },
   )
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from ifp_jax.model import attention
 from ifp_jax.model.config import LlamaConfig, to_dtype
-from ifp_jax.model.swiglu import swiglu
+from ifp_jax.model.swiglu import hidden, swiglu
 
 Array = jax.Array
 
@@ -210,10 +210,7 @@ class MaskedSwiGLU(nn.Module):
       mask = jnp.broadcast_to(mask.astype(dtype), (b, t, f)).reshape(b * t, f)
     if self.is_mutable_collection("intermediates"):
       # Training-free selection (ifp_jax/infer/griffin.py) reads Z = silu(x W_gate) * (x W_up).
-      up = x2 @ w_up
-      h = constrain(
-        nn.silu(x2 @ w_gate) * (up if mask is None else up * mask), ("act_batch", "act_mlp")
-      )
+      h = constrain(hidden(x2 @ w_gate, x2 @ w_up, mask), ("act_batch", "act_mlp"))
       self.sow("intermediates", "ffn_act", h.reshape(b, t, f))
       return (h @ w_down).reshape(b, t, d)
     # The same forward with a hand-written backward (model/swiglu.py: faster on XLA:CPU).

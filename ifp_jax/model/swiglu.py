@@ -16,16 +16,28 @@ import jax
 Array = jax.Array
 
 
-def _hidden(gate: Array, up: Array, mask: Array | None) -> Array:
+def hidden(gate: Array, up: Array, mask: Array | None) -> Array:
+  """silu(gate) * (up * mask): the FFN's hidden activation (GRIFFIN reads it)."""
   return jax.nn.silu(gate) * (up if mask is None else up * mask)
 
 
 def swiglu_reference(x, w_gate, w_up, w_down, mask=None):
   """The same function left to autodiff (also the forward of `swiglu`)."""
-  return _hidden(x @ w_gate, x @ w_up, mask) @ w_down
+  return hidden(x @ w_gate, x @ w_up, mask) @ w_down
 
 
-def _backward(x, gate, up, mask, w_gate, w_up, w_down, dy):
+@jax.custom_vjp
+def _swiglu(x, w_gate, w_up, w_down, mask):  # mask None: an empty pytree, cotangent None
+  return swiglu_reference(x, w_gate, w_up, w_down, mask)
+
+
+def _fwd(x, w_gate, w_up, w_down, mask):
+  gate, up = x @ w_gate, x @ w_up
+  return hidden(gate, up, mask) @ w_down, (x, gate, up, mask, w_gate, w_up, w_down)
+
+
+def _bwd(res, dy):
+  x, gate, up, mask, w_gate, w_up, w_down = res
   sig = jax.nn.sigmoid(gate)
   act = gate * sig
   up_m = up if mask is None else up * mask
@@ -35,51 +47,16 @@ def _backward(x, gate, up, mask, w_gate, w_up, w_down, dy):
   d_up_m = dh * act
   d_up = d_up_m if mask is None else d_up_m * mask
   dx = d_gate @ w_gate.T + d_up @ w_up.T
-  grads = (dx, x.T @ d_gate, x.T @ d_up, d_down)
-  return grads if mask is None else grads + (d_up_m * up,)
+  d_mask = None if mask is None else d_up_m * up
+  return dx, x.T @ d_gate, x.T @ d_up, d_down, d_mask
 
 
-@jax.custom_vjp
-def _swiglu_dense(x, w_gate, w_up, w_down):
-  return swiglu_reference(x, w_gate, w_up, w_down)
-
-
-def _dense_fwd(x, w_gate, w_up, w_down):
-  gate, up = x @ w_gate, x @ w_up
-  return _hidden(gate, up, None) @ w_down, (x, gate, up, w_gate, w_up, w_down)
-
-
-def _dense_bwd(res, dy):
-  x, gate, up, w_gate, w_up, w_down = res
-  return _backward(x, gate, up, None, w_gate, w_up, w_down, dy)
-
-
-_swiglu_dense.defvjp(_dense_fwd, _dense_bwd)
-
-
-@jax.custom_vjp
-def _swiglu_masked(x, w_gate, w_up, w_down, mask):
-  return swiglu_reference(x, w_gate, w_up, w_down, mask)
-
-
-def _masked_fwd(x, w_gate, w_up, w_down, mask):
-  gate, up = x @ w_gate, x @ w_up
-  return _hidden(gate, up, mask) @ w_down, (x, gate, up, mask, w_gate, w_up, w_down)
-
-
-def _masked_bwd(res, dy):
-  x, gate, up, mask, w_gate, w_up, w_down = res
-  return _backward(x, gate, up, mask, w_gate, w_up, w_down, dy)
-
-
-_swiglu_masked.defvjp(_masked_fwd, _masked_bwd)
+_swiglu.defvjp(_fwd, _bwd)
 
 
 def swiglu(x: Array, w_gate: Array, w_up: Array, w_down: Array, mask: Array | None = None):
   """x [N, D], w_gate / w_up [D, F], w_down [F, D], mask None or [N, F] (same dtype as x)."""
   n, f = x.shape[0], w_gate.shape[1]
-  if mask is None:
-    return _swiglu_dense(x, w_gate, w_up, w_down)
-  if mask.shape != (n, f):
+  if mask is not None and mask.shape != (n, f):
     raise ValueError(f"swiglu mask has shape {mask.shape}; expected {(n, f)} (rows, units)")
-  return _swiglu_masked(x, w_gate, w_up, w_down, mask)
+  return _swiglu(x, w_gate, w_up, w_down, mask)
