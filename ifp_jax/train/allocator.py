@@ -52,7 +52,8 @@ def reexec_with_mimalloc() -> None:
   need not (already active, switched off, not installed, or already re-executed once)."""
   choice = os.environ.get(ENV_SWITCH, "mimalloc")
   if choice not in ("mimalloc", "system"):
-    raise ValueError(f"{ENV_SWITCH}={choice!r}; expected 'mimalloc' or 'system'")
+    # Called first thing by the entry points: a one-line exit, not a traceback.
+    raise SystemExit(f"error: {ENV_SWITCH}={choice!r}; expected 'mimalloc' or 'system'")
   if choice == "system" or active() or os.environ.get(_REEXEC_MARK) or sys.platform != "linux":
     return
   lib = library_path()
